@@ -1,0 +1,74 @@
+"""The one exception tree of Shepherd.
+
+Library errors (gidgethub, aiohttp, asyncpg, sqlite3, anthropic, subprocess) are mapped to these
+at the boundary that calls the library, chained with ``raise ... from exc``, so the core only ever
+handles ``ShepherdError`` subclasses.
+"""
+
+from __future__ import annotations
+
+
+class ShepherdError(Exception):
+    """Base of every error Shepherd raises on purpose."""
+
+    #: Whether doing the same thing again later may succeed.
+    retryable: bool = False
+
+
+class ConfigError(ShepherdError):
+    """Settings or repository configuration are invalid; an operator must act."""
+
+
+class StoreError(ShepherdError):
+    """The durable store failed or is unreachable."""
+
+    retryable = True
+
+
+class GitHubError(ShepherdError):
+    """A GitHub API call failed after the client's own retries."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable
+
+
+class GitHubRateLimited(GitHubError):
+    """Primary or secondary rate limit hit and the bounded wait was not enough."""
+
+
+class PushRejected(GitHubError):
+    """GitHub refused the ref update: the branch moved, is protected, or is a fork we cannot write."""
+
+
+class CredentialsMissing(GitHubError):
+    """GitHub writes are disabled because the App credentials are not configured."""
+
+
+class WorkspaceError(ShepherdError):
+    """A git operation on the mirror cache or a worktree failed."""
+
+
+class SandboxError(ShepherdError):
+    """An untrusted command could not be run safely (no sandbox, or the sandbox itself failed)."""
+
+
+class SandboxUnavailable(SandboxError):
+    """bubblewrap is missing or cannot create namespaces, and running unsandboxed is not allowed."""
+
+
+class FixerError(ShepherdError):
+    """A fixer tool could not be run (missing tool, crash, timeout)."""
+
+
+class AgentError(ShepherdError):
+    """The LLM repair attempt failed for a reason outside the model's answer."""

@@ -1,0 +1,157 @@
+"""RFC 9457 problem details, and Shepherd's outcome records built on them.
+
+Pure: no I/O. HTTP errors of the webhook endpoint are ``Problem``s; every action the bot takes
+ends in an ``Outcome`` (a problem-details object extended with Shepherd's fields), rendered as JSON
+for agents and scripts and as markdown for people.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROBLEM_BASE = "https://shepherd.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem-details object, with ``retryable`` as an extension member."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    instance: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        slug: str,
+        title: str,
+        status: int,
+        detail: str = "",
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> Problem:
+        return cls(
+            type=PROBLEM_BASE + slug,
+            title=title,
+            status=status,
+            detail=detail,
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_markdown(self) -> str:
+        lines = [f"### {self.title} ({self.status})", ""]
+        if self.detail:
+            lines += [self.detail, ""]
+        lines.append(f"- type: `{self.type}`")
+        lines.append(f"- retryable: {'yes' if self.retryable else 'no'}")
+        if self.retry_after is not None:
+            lines.append(f"- retry after: {self.retry_after:g} s")
+        return "\n".join(lines) + "\n"
+
+
+class OutcomeKind(StrEnum):
+    """What an action ended in (the ``outcome`` field of every JSON output)."""
+
+    FIXED = "fixed"
+    RERUN = "rerun"
+    HANDOFF = "handoff"
+    NOOP = "noop"
+
+
+class Category(StrEnum):
+    """Failure categories (DESIGN.md, repair step 3)."""
+
+    AUTOFIX = "autofix"
+    INFRA = "infra"
+    AGENT = "agent"
+    HUMAN = "human"
+
+
+class NextAction(StrEnum):
+    NONE = "none"
+    WAIT_FOR_CI = "wait_for_ci"
+    RERUN = "rerun"
+    REVIEW = "review"
+    FIX_LOCALLY = "fix_locally"
+    APPLY_PATCH = "apply_patch"
+    CONFIGURE = "configure"
+    RETRY_LATER = "retry_later"
+
+
+class Budget(BaseModel):
+    """The episode's hard limits and what was spent (shown in every summary)."""
+
+    ci_rounds_used: int = 1
+    ci_rounds_max: int = 2
+    llm_attempts_used: int = 0
+    llm_attempts_max: int = 1
+    reruns_used: int = 0
+    reruns_max: int = 1
+
+    def describe(self) -> str:
+        return (
+            f"CI round {self.ci_rounds_used}/{self.ci_rounds_max} · "
+            f"LLM attempt {self.llm_attempts_used}/{self.llm_attempts_max} used · "
+            f"infra re-run {self.reruns_used}/{self.reruns_max} used"
+        )
+
+
+class FailureRecord(BaseModel):
+    """One failed job as reported in the JSON outcome."""
+
+    job: str | None = None
+    step: str | None = None
+    category: Category
+    fixers: list[str] = Field(default_factory=list)
+    command: str | None = None
+    excerpt: str = ""
+    evidence: list[str] = Field(default_factory=list)
+    retryable: bool = False
+    owner_action_required: bool = False
+
+
+class FixRecord(BaseModel):
+    """One fixer that ran."""
+
+    fixer: str
+    tool_version: str | None = None
+    changed: bool = False
+    files: list[str] = Field(default_factory=list)
+    detail: str = ""
+
+
+class Outcome(BaseModel):
+    """An outcome record: RFC 9457 members plus Shepherd's machine-readable fields."""
+
+    type: str = PROBLEM_BASE + "outcome"
+    title: str
+    detail: str = ""
+    outcome: OutcomeKind
+    category: Category | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    owner_action_required: bool = False
+    next_action: NextAction = NextAction.NONE
+    failures: list[FailureRecord] = Field(default_factory=list)
+    fixes: list[FixRecord] = Field(default_factory=list)
+    verification: str | None = None
+    budget: Budget = Field(default_factory=Budget)
+    commit: str | None = None
+    patch: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -1,0 +1,98 @@
+"""The ``Fixer`` protocol every autofix (and the LLM repair) satisfies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bot.logs import DistilledLog
+from bot.sandbox import Runner
+
+
+class RepoFiles(Protocol):
+    """Read-only view of a repository's files (a worktree, a git tree at a SHA, or nothing)."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def read_text(self, path: str) -> str | None:
+        """The file's text, or None when it does not exist or is not text."""
+        ...
+
+
+class NoFiles:
+    """A repository view with no files (``shepherd diagnose`` has only the log)."""
+
+    def exists(self, path: str) -> bool:
+        return False
+
+    def read_text(self, path: str) -> str | None:
+        return None
+
+
+class WorktreeFiles:
+    """A repository view over a checked-out directory, confined to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _confined(self, path: str) -> Path | None:
+        candidate = (self.root / path).resolve()
+        return candidate if candidate.is_relative_to(self.root) else None
+
+    def exists(self, path: str) -> bool:
+        p = self._confined(path)
+        return p is not None and p.exists()
+
+    def read_text(self, path: str) -> str | None:
+        p = self._confined(path)
+        if p is None or not p.is_file():
+            return None
+        try:
+            return p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+@dataclass(frozen=True)
+class FixContext:
+    """Everything a fixer may use to apply itself. Nothing here carries a token or a secret."""
+
+    #: Root of the job's worktree (the checked-out PR head).
+    worktree: Path
+    #: Sub-project the failing step ran in, relative to the worktree ('' for the root).
+    subdir: str
+    #: The distilled failure the fixer matched.
+    log: DistilledLog
+    #: Runs the tool; in production the bubblewrap sandbox.
+    runner: Runner
+    #: Paths (globs, repository-relative) the repository config says never to touch.
+    protected_paths: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class FixResult:
+    fixer: str
+    #: Whether the tool changed any file.
+    changed: bool
+    #: e.g. "ruff 0.17.6 (pinned in pyproject.toml)" or "black 26.10.1 (bundled)".
+    tool_version: str | None = None
+    #: True when the fixer's own check passes after applying it (e.g. ``ruff check`` exits 0).
+    self_check_passed: bool = False
+    detail: str = ""
+
+
+class Fixer(Protocol):
+    """One known autofix. Modules in ``fixers/`` each export one instance; ``FIXERS`` lists them."""
+
+    #: Stable name used in outputs and config (``ruff-check``, ``black``, ...).
+    name: str
+
+    def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
+        """Pure: does this failure look like one this fixer repairs?"""
+        ...
+
+    async def apply(self, ctx: FixContext) -> FixResult:
+        """Apply the fix to ``ctx.worktree`` through ``ctx.runner``."""
+        ...
