@@ -192,6 +192,9 @@ def _command_lines(body: str) -> Iterator[tuple[int, str]]:
             if _HTML_COMMENT_CLOSE in line:
                 in_html_comment = False
             continue
+        # The start-of-line anchor already rules out quoted commands; skipping quoted lines here
+        # also keeps a quoted fence or HTML comment from hiding the reply below it. A line right
+        # after a quote (markdown's "lazy continuation") is treated as the reply, as people mean it.
         if _QUOTE.match(line):
             continue
         opener = _FENCE_OPEN.match(line)

@@ -75,6 +75,10 @@ __all__ = [
     "parse_event",
 ]
 
+# Timestamps: GitHub sends some as epoch seconds (installation.created_at in most installation
+# events, repository.pushed_at in push) and others as ISO 8601 strings, in the same field across
+# deliveries. pydantic parses both into an aware UTC datetime, so fields are typed ``datetime``.
+
 # A SHA of forty zeros stands for "no commit" in push payloads (branch created or deleted).
 NULL_SHA = "0" * 40
 

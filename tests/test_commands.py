@@ -103,6 +103,7 @@ PARSER_CASES: list[tuple[str, str, list[tuple[str, tuple[str, ...]]]]] = [
     ("indented quote", "  > /shepherd fix", []),
     ("nested quote", "> > /shepherd fix\n>> /shepherd stop", []),
     ("reply below quote", "> /shepherd fix\n\n/shepherd retry", [("retry", ())]),
+    ("line right after quote", "> why is CI red?\n/shepherd explain", [("explain", ())]),
     ("fence inside quote does not swallow", "> ```\n/shepherd retry", [("retry", ())]),
     # HTML comments are invisible in the rendered comment.
     ("html comment block", "<!--\n/shepherd fix\n-->\n/shepherd retry", [("retry", ())]),
