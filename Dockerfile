@@ -1,0 +1,33 @@
+# Shepherd: the webhook server with in-process workers. Keep in step with the Makefile
+# (same uv version, same `uv sync --locked`, same system packages as scripts/install-system-deps.sh).
+FROM python:3.11-slim-bookworm
+
+ARG UV_VERSION=0.13.9
+# git: mirrors and worktrees; bubblewrap: the sandbox for untrusted PR code;
+# nodejs/npm: prettier; curl: the HEALTHCHECK.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git bubblewrap nodejs npm curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && pip install --no-cache-dir "uv==${UV_VERSION}"
+
+RUN useradd --create-home --uid 10001 shepherd
+WORKDIR /app
+COPY pyproject.toml uv.lock README.md ./
+COPY bot ./bot
+COPY handlers ./handlers
+COPY fixers ./fixers
+COPY scripts ./scripts
+ENV UV_PROJECT_ENVIRONMENT=/app/.venv \
+    PATH=/app/.venv/bin:$PATH \
+    SHEPHERD_DATA_DIR=/data \
+    PYTHONUNBUFFERED=1
+RUN uv sync --locked --no-dev \
+ && SHEPHERD_SKIP_APT=1 bash scripts/install-system-deps.sh \
+ && mkdir -p /data && chown shepherd:shepherd /data
+
+USER shepherd
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
+  CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+CMD ["shepherd", "serve", "--host", "0.0.0.0", "--port", "8080"]

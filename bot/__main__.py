@@ -1,0 +1,154 @@
+"""The ``shepherd`` command: serve, worker, diagnose, fix, replay, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from bot.errors import ConfigError, ShepherdError
+from bot.observability import Metrics, setup_logging
+from bot.settings import Settings, load_settings
+
+log = logging.getLogger("shepherd")
+
+SECRET_FILE = "webhook-secret"  # noqa: S105 (a file name, not a secret)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"shepherd: {message}", file=sys.stderr)
+    return code
+
+
+def dev_secret(data_dir: Path) -> str:
+    """Load the development webhook secret from the data dir, creating it once (mode 0600)."""
+    path = data_dir / SECRET_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n", encoding="utf-8")
+    return value
+
+
+def announce_github_mode(settings: Settings) -> None:
+    if not settings.github_enabled:
+        log.warning(
+            "GitHub writes are disabled until GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or "
+            "GITHUB_PRIVATE_KEY_PATH) are configured; webhooks are still verified and stored"
+        )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from bot.web import create_app
+
+    if settings.github_webhook_secret is None:
+        if not args.generate_secret:
+            return _fail(
+                "GITHUB_WEBHOOK_SECRET is not set; refusing to accept unsigned webhooks. "
+                "Set it to the App's webhook secret (or use `make run` for development)."
+            )
+        settings.github_webhook_secret = SecretStr(dev_secret(settings.data_dir))
+        print(
+            f"shepherd: development webhook secret (kept in {settings.data_dir / SECRET_FILE}):\n"
+            f"  {settings.github_webhook_secret.get_secret_value()}\n"
+            f"shepherd: webhook URL: http://{args.host}:{args.port}/webhook",
+            flush=True,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    announce_github_mode(settings)
+    app = create_app(settings, workers=args.workers)
+    log.info(
+        "listening on http://%s:%d (%s)",
+        args.host,
+        args.port,
+        settings.effective_database_url.split(":", 1)[0],
+    )
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
+    return 0
+
+
+async def _run_workers(settings: Settings, count: int) -> None:
+    from bot.store import open_store
+    from bot.worker import WorkerPool
+
+    store = open_store(settings.effective_database_url)
+    await store.open()
+    pool = WorkerPool(store=store, settings=settings, metrics=Metrics(), count=count)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await pool.start()
+    log.info("%d worker(s) running", count)
+    try:
+        await stop.wait()
+        log.info("stopping: finishing in-flight jobs")
+    finally:
+        await pool.stop()
+        await store.close()
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    announce_github_mode(settings)
+    asyncio.run(_run_workers(settings, args.workers or settings.workers or 1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shepherd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="webhook server with in-process workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=None, help="in-process workers")
+    serve.add_argument(
+        "--generate-secret",
+        action="store_true",
+        help="development: when GITHUB_WEBHOOK_SECRET is unset, use (and create once) a random "
+        "secret kept in the data dir",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    worker = sub.add_parser("worker", help="workers only (scale-out)")
+    worker.add_argument("--workers", type=int, default=None)
+    worker.set_defaults(handler=cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_format, settings.log_level)
+        return int(args.handler(args, settings))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except ShepherdError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", code=1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""The repair ladder: a fixed sequence of deterministic steps with at most one agentic step.
+
+    fetch logs → distil → classify → re-run (infra) | fix (autofix, then the LLM rung) → verify →
+    commit → push → report
+
+``plan_repair`` decides (pure). ``repair_tree`` applies fixers and verifies them in a checked-out
+tree; it is shared by ``shepherd fix`` (a local checkout) and the server's repair job
+(``bot.repairjob``), which adds the GitHub edges: logs, commit, push, report. The agent never
+pushes, comments or decides policy; this module does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+from bot.classify import Classification, classify
+from bot.episodes import BudgetState
+from bot.errors import FixerError, SandboxError
+from bot.logs import DistilledLog
+from bot.problems import (
+    Budget,
+    Category,
+    FailureRecord,
+    FixRecord,
+    NextAction,
+    Outcome,
+    OutcomeKind,
+)
+from bot.repoconfig import RepoConfig
+from bot.sandbox import CommandResult, Runner
+from fixers.base import FixContext, Fixer, FixResult, RepoFiles
+
+log = logging.getLogger(__name__)
+
+#: A verification command whose output matches this could not run in the sandbox (tool not
+#: installed there, or it needs the network); the fixer's own check stands in, and the summary
+#: says so (DESIGN.md principle 4).
+_CANNOT_RUN = re.compile(
+    r"command not found|: not found|No such file or directory: '?(npm|npx|node|pre-commit)|"
+    r"Temporary failure in name resolution|Network is unreachable|Could not resolve host|"
+    r"Failed to fetch|error sending request|getaddrinfo|ENOTFOUND|EAI_AGAIN",
+    re.IGNORECASE,
+)
+VERIFY_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One failed job: its name, where its run is (for re-runs), the distilled log, the verdict."""
+
+    name: str
+    log: DistilledLog
+    classification: Classification
+    job_id: int | None = None
+    run_id: int | None = None
+
+    @property
+    def subdir(self) -> str:
+        return _safe_subdir(self.log.working_directory)
+
+    def record(self) -> FailureRecord:
+        c = self.classification
+        return FailureRecord(
+            job=self.name,
+            step=self.log.step,
+            category=c.category,
+            fixers=list(c.fixers),
+            command=self.log.command,
+            excerpt=self.log.excerpt,
+            evidence=list(c.evidence),
+            retryable=c.retryable,
+            owner_action_required=c.owner_action_required,
+        )
+
+
+def _safe_subdir(working_directory: str | None) -> str:
+    """The sub-project the step ran in, as a safe relative path ('' for the root)."""
+    if not working_directory:
+        return ""
+    path = PurePosixPath(working_directory.strip())
+    if path.is_absolute() or ".." in path.parts or "$" in working_directory:
+        return ""
+    return "" if str(path) == "." else str(path)
+
+
+def diagnose(
+    name: str,
+    log: DistilledLog,
+    *,
+    fixers: Sequence[Fixer],
+    repo: RepoFiles,
+    job_conclusion: str | None = None,
+    job_id: int | None = None,
+    run_id: int | None = None,
+) -> Diagnosis:
+    return Diagnosis(
+        name=name,
+        log=log,
+        classification=classify(log, fixers=fixers, repo=repo, job_conclusion=job_conclusion),
+        job_id=job_id,
+        run_id=run_id,
+    )
+
+
+class Step(StrEnum):
+    NOTHING = "nothing"
+    RERUN = "rerun"
+    FIX = "fix"
+    HANDOFF = "handoff"
+
+
+@dataclass(frozen=True)
+class LlmGate:
+    """Whether the LLM rung may run for this repair, and why not when it may not."""
+
+    allowed: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    step: Step
+    reason: str
+    #: (fixer name, sub-project) in the order they run.
+    fixers: tuple[tuple[str, str], ...] = ()
+    use_agent: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def plan_repair(
+    diagnoses: Sequence[Diagnosis],
+    *,
+    state: BudgetState,
+    config: RepoConfig,
+    is_agent_pr: bool,
+    llm: LlmGate,
+) -> Plan:
+    """Decide the next rung of the ladder (pure)."""
+    if not diagnoses:
+        return Plan(Step.NOTHING, "No failed checks on this commit.")
+    if state.paused:
+        return Plan(Step.HANDOFF, "Shepherd is paused on this PR (`/shepherd resume` to re-arm).")
+    if state.head_is_ours:
+        return Plan(
+            Step.HANDOFF,
+            "CI failed on Shepherd's own commit; it never re-fixes its own work "
+            f"(CI round {state.ci_round}/2).",
+        )
+    categories = {d.classification.category for d in diagnoses}
+    if Category.HUMAN in categories:
+        return Plan(Step.HANDOFF, "A failure needs a maintainer's decision.")
+    if Category.INFRA in categories:
+        if state.rerun_used:
+            return Plan(
+                Step.HANDOFF, "Infrastructure failure again after the one re-run for this commit."
+            )
+        return Plan(Step.RERUN, "Infrastructure failure: re-running the failed jobs once.")
+
+    notes: list[str] = []
+    if not is_agent_pr and not config.autofix.on_human_prs:
+        return Plan(Step.HANDOFF, "Autofix on human PRs is off in .github/shepherd.yml.")
+    ordered: list[tuple[str, str]] = []
+    for d in diagnoses:
+        if d.classification.category is not Category.AUTOFIX:
+            continue
+        for name in d.classification.fixers:
+            if not config.autofix.fixer_enabled(name):
+                notes.append(f"Fixer `{name}` is disabled in .github/shepherd.yml.")
+                continue
+            if (name, d.subdir) not in ordered:
+                ordered.append((name, d.subdir))
+    autofix_uncovered = any(
+        d.classification.category is Category.AUTOFIX
+        and not any(config.autofix.fixer_enabled(n) for n in d.classification.fixers)
+        for d in diagnoses
+    )
+    needs_agent = Category.AGENT in categories
+    use_agent = False
+    if needs_agent:
+        if state.llm_attempts >= 1:
+            notes.append("LLM attempt 1/1 already used in this episode; a new push re-arms it.")
+        elif not llm.allowed:
+            notes.append(f"LLM rung skipped: {llm.reason}")
+        else:
+            use_agent = True
+    if autofix_uncovered or (needs_agent and not use_agent):
+        return Plan(
+            Step.HANDOFF,
+            "No allowed repair covers every failure." if not notes else notes[-1],
+            notes=tuple(notes),
+        )
+    return Plan(Step.FIX, "Applying repairs.", tuple(ordered), use_agent, tuple(notes))
+
+
+@dataclass
+class TreeRepair:
+    """What ``repair_tree`` did to a tree."""
+
+    results: list[FixResult] = field(default_factory=list)
+    verified: bool = False
+    verification: str = ""
+    changed: bool = False
+    agent_result: FixResult | None = None
+
+
+async def _verify_one(
+    d: Diagnosis, *, root: Path, runner: Runner, self_checks: list[bool]
+) -> tuple[bool, str]:
+    command = d.log.command
+    if not command:
+        ok = bool(self_checks) and all(self_checks)
+        return (
+            ok,
+            f"`{d.name}`: no command in the log; fixer self-check {'passed' if ok else 'failed'}",
+        )
+    cwd = root / d.subdir
+    try:
+        result: CommandResult = await runner.run(
+            ["bash", "-c", command], cwd=cwd, writable=root, timeout=VERIFY_TIMEOUT
+        )
+    except SandboxError as exc:
+        return False, f"`{d.name}`: could not verify: {exc}"
+    if result.ok:
+        return True, f"`{d.name}`: `{_short(command)}` passes in the sandbox"
+    if result.returncode == 127 or _CANNOT_RUN.search(result.output):
+        ok = bool(self_checks) and all(self_checks)
+        state = "passed" if ok else "failed"
+        return ok, (
+            f"`{d.name}`: `{_short(command)}` cannot run in the sandbox (tool or network missing); "
+            f"the fixer's own check {state}"
+        )
+    tail = "\n".join(result.output.strip().splitlines()[-5:])
+    return False, f"`{d.name}`: `{_short(command)}` still fails:\n{tail}"
+
+
+def _short(command: str) -> str:
+    first = command.strip().splitlines()[0] if command.strip() else command
+    return first[:120].replace("`", "'")
+
+
+async def repair_tree(
+    root: Path,
+    diagnoses: Sequence[Diagnosis],
+    plan: Plan,
+    *,
+    fixers: Sequence[Fixer],
+    runner: Runner,
+    config: RepoConfig,
+    agent: Fixer | None = None,
+) -> TreeRepair:
+    """Apply the plan's fixers (then the agent) to ``root`` and verify the failing commands."""
+    by_name = {f.name: f for f in fixers}
+    repair = TreeRepair()
+    for name, subdir in plan.fixers:
+        d = next(d for d in diagnoses if name in d.classification.fixers and d.subdir == subdir)
+        ctx = FixContext(
+            worktree=root,
+            subdir=subdir,
+            log=d.log,
+            runner=runner,
+            protected_paths=config.autofix.protected_paths,
+        )
+        try:
+            result = await by_name[name].apply(ctx)
+        except (FixerError, SandboxError) as exc:
+            log.warning("fixer %s failed: %s", name, exc)
+            result = FixResult(fixer=name, changed=False, detail=f"failed: {exc}")
+        repair.results.append(result)
+    if plan.use_agent and agent is not None:
+        for d in diagnoses:
+            if d.classification.category is not Category.AGENT:
+                continue
+            ctx = FixContext(
+                worktree=root,
+                subdir=d.subdir,
+                log=d.log,
+                runner=runner,
+                protected_paths=config.autofix.protected_paths,
+            )
+            repair.agent_result = await agent.apply(ctx)
+            repair.results.append(repair.agent_result)
+            break  # one attempt per episode, covering the first agent failure
+    repair.changed = any(r.changed for r in repair.results)
+    if not repair.changed:
+        repair.verification = "No fixer changed anything."
+        return repair
+    lines: list[str] = []
+    verified = True
+    for d in diagnoses:
+        checks = [r.self_check_passed for r in repair.results if r.fixer in d.classification.fixers]
+        if d.classification.category is Category.AGENT and repair.agent_result is not None:
+            checks = [repair.agent_result.self_check_passed]
+        ok, line = await _verify_one(d, root=root, runner=runner, self_checks=checks)
+        verified = verified and ok
+        lines.append(line)
+    repair.verified = verified
+    repair.verification = "; ".join(lines)
+    return repair
+
+
+def outcome_for(
+    diagnoses: Sequence[Diagnosis],
+    plan: Plan,
+    *,
+    budget: Budget,
+    repair: TreeRepair | None = None,
+    patch: str | None = None,
+    pushed: str | None = None,
+    push_note: str | None = None,
+) -> Outcome:
+    """The outcome record for a repair: the machine-readable result every summary renders."""
+    failures = [d.record() for d in diagnoses]
+    fixes = [
+        FixRecord(fixer=r.fixer, tool_version=r.tool_version, changed=r.changed, detail=r.detail)
+        for r in (repair.results if repair else [])
+    ]
+    categories = [f.category for f in failures]
+    category = categories[0] if len(set(categories)) == 1 else None
+    common = {
+        "failures": failures,
+        "fixes": fixes,
+        "budget": budget,
+        "category": category,
+        "verification": repair.verification if repair else None,
+    }
+    notes = " ".join(plan.notes)
+    if plan.step is Step.NOTHING:
+        return Outcome(
+            title="No failed checks", detail=plan.reason, outcome=OutcomeKind.NOOP, **common
+        )
+    if plan.step is Step.RERUN:
+        return Outcome(
+            title="Re-ran failed jobs (infrastructure)",
+            detail=plan.reason,
+            outcome=OutcomeKind.RERUN,
+            retryable=True,
+            next_action=NextAction.WAIT_FOR_CI,
+            **common,
+        )
+    if plan.step is Step.FIX and repair is not None and repair.changed and repair.verified:
+        if pushed:
+            return Outcome(
+                title="Fixed and pushed",
+                detail=f"{plan.reason} {notes}".strip() if notes else "Verified before pushing.",
+                outcome=OutcomeKind.FIXED,
+                next_action=NextAction.WAIT_FOR_CI,
+                commit=pushed,
+                **common,
+            )
+        return Outcome(
+            title="Fix verified but not pushed",
+            detail=push_note or "The fix could not be pushed; apply the patch below.",
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.APPLY_PATCH,
+            patch=patch,
+            **common,
+        )
+    if plan.step is Step.FIX and repair is not None:
+        detail = (
+            "The repair did not make the failing command pass; nothing was pushed."
+            if repair.changed
+            else "The fixers made no change; nothing was pushed."
+        )
+        return Outcome(
+            title="Repair attempted, not verified",
+            detail=f"{detail} {notes}".strip(),
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.FIX_LOCALLY,
+            patch=patch,
+            **common,
+        )
+    retryable = all(f.retryable for f in failures) and bool(failures)
+    return Outcome(
+        title="Needs a human",
+        detail=f"{plan.reason} {notes}".strip()
+        if notes and notes not in plan.reason
+        else plan.reason,
+        outcome=OutcomeKind.HANDOFF,
+        retryable=retryable,
+        owner_action_required=any(f.owner_action_required for f in failures) or not retryable,
+        next_action=NextAction.RERUN if retryable else NextAction.FIX_LOCALLY,
+        **common,
+    )

@@ -1,0 +1,161 @@
+"""Shepherd's settings: one pydantic-settings object, built once in ``main()``.
+
+The environment contract is DESIGN.md's: GITHUB_APP_ID, GITHUB_PRIVATE_KEY or
+GITHUB_PRIVATE_KEY_PATH, GITHUB_WEBHOOK_SECRET, GITHUB_API_URL, DATABASE_URL, ANTHROPIC_API_KEY,
+ANTHROPIC_BASE_URL, SHEPHERD_DATA_DIR. Everything else Shepherd-specific is ``SHEPHERD_*``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+
+def _env(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every knob of a Shepherd process. Secrets are ``SecretStr`` and never printed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    github_app_id: int | None = Field(None, validation_alias=_env("GITHUB_APP_ID"))
+    github_private_key: SecretStr | None = Field(None, validation_alias=_env("GITHUB_PRIVATE_KEY"))
+    github_private_key_path: Path | None = Field(
+        None, validation_alias=_env("GITHUB_PRIVATE_KEY_PATH")
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("GITHUB_WEBHOOK_SECRET")
+    )
+    github_api_url: str = Field("https://api.github.com", validation_alias=_env("GITHUB_API_URL"))
+    #: The App's slug (``@<slug> fix`` mentions) and bot login (``<slug>[bot]``, loop guard).
+    app_slug: str = Field("shepherd", validation_alias=_env("SHEPHERD_APP_SLUG"))
+
+    data_dir: Path = Field(Path("data"), validation_alias=_env("SHEPHERD_DATA_DIR"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
+    llm_model: str = Field(DEFAULT_MODEL, validation_alias=_env("SHEPHERD_LLM_MODEL"))
+
+    workers: int = Field(2, ge=0, le=64, validation_alias=_env("SHEPHERD_WORKERS"))
+    job_lease_seconds: float = Field(120.0, gt=0, validation_alias=_env("SHEPHERD_JOB_LEASE"))
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, validation_alias=_env("SHEPHERD_SHUTDOWN_GRACE")
+    )
+    #: Debounce before a repair job runs, so a burst of check events for one SHA is one job.
+    repair_debounce_seconds: float = Field(
+        10.0, ge=0, validation_alias=_env("SHEPHERD_REPAIR_DEBOUNCE")
+    )
+    allow_unsandboxed: bool = Field(False, validation_alias=_env("SHEPHERD_ALLOW_UNSANDBOXED"))
+    log_format: str = Field(
+        "json", pattern="^(json|text)$", validation_alias=_env("SHEPHERD_LOG_FORMAT")
+    )
+    log_level: str = Field("INFO", validation_alias=_env("SHEPHERD_LOG_LEVEL"))
+    #: Largest webhook body accepted. GitHub caps payloads at 25 MB.
+    max_body_bytes: int = Field(25 * 1024 * 1024, validation_alias=_env("SHEPHERD_MAX_BODY"))
+
+    @field_validator("github_api_url", "anthropic_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"must start with sqlite:/// or postgresql:// (got scheme {scheme or 'none'!r})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _read_private_key(self) -> Settings:
+        if self.github_private_key is None and self.github_private_key_path is not None:
+            try:
+                text = self.github_private_key_path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(
+                    f"GITHUB_PRIVATE_KEY_PATH: cannot read {self.github_private_key_path}: "
+                    f"{exc.strerror}"
+                ) from exc
+            self.github_private_key = SecretStr(text)
+        if self.github_private_key is not None:
+            # Keys pasted into one-line env files often carry literal "\\n" sequences.
+            pem = self.github_private_key.get_secret_value().replace("\\n", "\n")
+            _check_pem(pem)
+            self.github_private_key = SecretStr(pem)
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """DATABASE_URL, or the embedded SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'shepherd.db').resolve()}"
+
+    @property
+    def github_enabled(self) -> bool:
+        """GitHub writes need the App id and its private key."""
+        return self.github_app_id is not None and self.github_private_key is not None
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.app_slug}[bot]"
+
+
+def _check_pem(text: str) -> None:
+    # Load the key now so a bad key fails at start-up, not in the first job that needs a token.
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("GitHub private key is not a readable PEM private key") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning a validation error into one clear ``ConfigError`` line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = _ENV_NAMES.get(where, where)
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+_ENV_NAMES = {
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    for name, field in Settings.model_fields.items()
+    if field.validation_alias is not None
+}
