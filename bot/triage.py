@@ -282,6 +282,8 @@ def _from_patched_file(patched: Any, section: str, generated: GeneratedMatcher) 
     source = _strip_prefix(patched.source_file)
     target = _strip_prefix(patched.target_file)
     binary = bool(patched.is_binary_file) or any(marker in section for marker in _BINARY_MARKERS)
+    # unidiff recounts lines on every access, so read them once.
+    additions, deletions = int(patched.added), int(patched.removed)
     status: FileStatus
     if patched.is_added_file:
         status, path, previous = "added", target or patched.path, None
@@ -293,13 +295,13 @@ def _from_patched_file(patched: Any, section: str, generated: GeneratedMatcher) 
         status, path, previous = "copied", target or patched.path, source
     else:
         path, previous = target or patched.path, None
-        has_content = binary or patched.added or patched.removed or len(patched) > 0
+        has_content = binary or additions or deletions or len(patched) > 0
         status = "modified" if has_content else "changed"
     return FileChange(
         path=path,
         previous_path=previous,
-        additions=int(patched.added),
-        deletions=int(patched.removed),
+        additions=additions,
+        deletions=deletions,
         status=status,
         binary=binary,
         generated=generated.is_generated(path),
@@ -577,12 +579,12 @@ def risk_flags(
         return RiskFlag(code, labels.get(code, DEFAULT_RISK_LABELS[code]), reason, tuple(paths))
 
     def touching(regex: re.Pattern[str]) -> list[str]:
-        found: list[str] = []
-        for change in changes:
-            for path in (change.path, change.previous_path):
-                if path and regex.match(path) and change.path not in found:
-                    found.append(change.path)
-        return found
+        return [
+            change.path
+            for change in changes
+            if regex.match(change.path)
+            or (change.previous_path and regex.match(change.previous_path))
+        ]
 
     flags: list[RiskFlag] = []
     ci = touching(_compiled(CI_CONFIG_GLOBS))
