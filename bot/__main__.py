@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import secrets
 import signal
@@ -14,8 +15,11 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bot.errors import ConfigError, ShepherdError
+from bot.local import LocalResult, diagnose_log, fix_repo
 from bot.observability import Metrics, setup_logging
+from bot.problems import OutcomeKind
 from bot.settings import Settings, load_settings
+from bot.summary import render_outcome_markdown
 
 log = logging.getLogger("shepherd")
 
@@ -113,6 +117,42 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_result(result: LocalResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(render_outcome_markdown(result.outcome))
+
+
+def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
+    from fixers import FIXERS
+
+    result = diagnose_log(args.log, fixers=FIXERS, repo_dir=args.repo)
+    _print_result(result, args.json)
+    return 0
+
+
+def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.llm import make_agent
+    from bot.sandbox import make_runner
+    from bot.tools import bundled_tool_dirs
+    from fixers import FIXERS
+
+    runner = make_runner(
+        allow_unsandboxed=settings.allow_unsandboxed,
+        tool_dirs=bundled_tool_dirs(),
+        tool_cache=settings.data_dir / "tools",
+    )
+    agent, why_not = (None, "disabled with --no-agent") if args.no_agent else make_agent(settings)
+    result = asyncio.run(
+        fix_repo(
+            args.repo, args.log, fixers=FIXERS, runner=runner, agent=agent, llm_skip_reason=why_not
+        )
+    )
+    _print_result(result, args.json)
+    return 0 if result.outcome.outcome in (OutcomeKind.FIXED, OutcomeKind.NOOP) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shepherd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="workers only (scale-out)")
     worker.add_argument("--workers", type=int, default=None)
     worker.set_defaults(handler=cmd_worker)
+
+    diag = sub.add_parser("diagnose", help="distil and classify a raw GitHub Actions job log")
+    diag.add_argument("--log", type=Path, required=True, help="raw job log file")
+    diag.add_argument("--repo", type=Path, default=None, help="checkout to read files from")
+    diag.add_argument("--json", action="store_true", help="print the JSON outcome")
+    diag.set_defaults(handler=cmd_diagnose)
+
+    fix = sub.add_parser("fix", help="run the repair ladder on a local checkout")
+    fix.add_argument("--repo", type=Path, required=True, help="the git checkout to fix in place")
+    fix.add_argument("--log", type=Path, required=True, help="raw job log of the failure")
+    fix.add_argument("--no-agent", action="store_true", help="skip the LLM rung")
+    fix.add_argument("--json", action="store_true", help="print the JSON outcome")
+    fix.set_defaults(handler=cmd_fix)
     return parser
 
 

@@ -118,10 +118,12 @@ def render_outcome_markdown(outcome: Outcome) -> str:
             )
         lines.append("")
     for fix in outcome.fixes:
-        changed = (
-            "changed " + ", ".join(f"`{p}`" for p in fix.files[:10]) if fix.changed else "no change"
-        )
-        version = f" ({fix.tool_version})" if fix.tool_version else ""
+        if fix.changed:
+            files = ", ".join(f"`{p}`" for p in fix.files[:10])
+            changed = f"changed {files}" if files else "changed files"
+        else:
+            changed = "no change"
+        version = f" — {fix.tool_version}" if fix.tool_version else ""
         lines.append(f"- **{fix.fixer}**{version}: {changed}")
     if outcome.fixes:
         lines.append("")

@@ -1,0 +1,154 @@
+"""``shepherd diagnose`` and ``shepherd fix``: the repair ladder on a local checkout, no GitHub.
+
+The same pure core (distil, classify, plan) and the same fixers and sandbox as the server; the
+only differences are where the log comes from (a file) and where the fix goes (the working tree,
+not a push).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.blueprint import (
+    Diagnosis,
+    LlmGate,
+    Plan,
+    Step,
+    diagnose,
+    outcome_for,
+    plan_repair,
+    repair_tree,
+)
+from bot.episodes import BudgetState
+from bot.errors import ConfigError
+from bot.logs import DistilledLog, distill
+from bot.problems import NextAction, Outcome, OutcomeKind
+from bot.repoconfig import RepoConfig, load_config
+from bot.sandbox import Runner
+from fixers.base import Fixer, NoFiles, RepoFiles, WorktreeFiles
+
+FRESH_EPISODE = BudgetState(
+    ci_round=1, head_is_ours=False, rerun_used=False, llm_attempts=0, paused=False
+)
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    outcome: Outcome
+    log: DistilledLog
+    plan: Plan
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.outcome.to_json()
+        data["plan"] = self.plan.step.value
+        data["log"] = {
+            "raw_bytes": self.log.raw_bytes,
+            "distilled_bytes": self.log.distilled_bytes,
+            "est_tokens": self.log.est_tokens,
+        }
+        return data
+
+
+def read_log(path: Path) -> DistilledLog:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read log {path}: {exc.strerror}") from exc
+    return distill(raw)
+
+
+def _diagnose(log_path: Path, *, fixers: Sequence[Fixer], repo: RepoFiles) -> Diagnosis:
+    log = read_log(log_path)
+    return diagnose(log.step or log_path.stem, log, fixers=fixers, repo=repo)
+
+
+def diagnose_log(
+    log_path: Path, *, fixers: Sequence[Fixer], repo_dir: Path | None = None
+) -> LocalResult:
+    """Distil and classify one job log; nothing is changed."""
+    repo: RepoFiles = WorktreeFiles(repo_dir) if repo_dir else NoFiles()
+    d = _diagnose(log_path, fixers=fixers, repo=repo)
+    plan = plan_repair(
+        [d],
+        state=FRESH_EPISODE,
+        config=RepoConfig(),
+        is_agent_pr=True,
+        llm=LlmGate(True),
+    )
+    outcome = outcome_for([d], plan, budget=FRESH_EPISODE.budget())
+    if plan.step is Step.FIX:
+        # Diagnosis only: report what the ladder would do, not a fix that did not happen.
+        outcome = outcome.model_copy(
+            update={
+                "outcome": OutcomeKind.NOOP,
+                "title": f"Fixable: {', '.join(d.classification.fixers) or 'LLM repair'}",
+                "detail": d.classification.reason,
+                "next_action": NextAction.FIX_LOCALLY,
+            }
+        )
+    elif plan.step is Step.RERUN:
+        outcome = outcome.model_copy(
+            update={
+                "title": "Infrastructure failure: re-run the failed jobs",
+                "next_action": NextAction.RERUN,
+            }
+        )
+    return LocalResult(outcome=outcome, log=d.log, plan=plan)
+
+
+def _repo_config(repo_dir: Path, fixers: Sequence[Fixer]) -> RepoConfig:
+    path = repo_dir / ".github" / "shepherd.yml"
+    text = path.read_text(encoding="utf-8") if path.is_file() else None
+    result = load_config(text, known_fixers=[f.name for f in fixers] + ["agent"])
+    if not result.ok:
+        problem = result.problems[0]
+        where = f"line {problem.line}: " if problem.line else ""
+        raise ConfigError(f".github/shepherd.yml: {where}{problem.message}")
+    return result.config
+
+
+def _load_local(
+    repo_dir: Path, log_path: Path, fixers: Sequence[Fixer]
+) -> tuple[Path, RepoConfig, Diagnosis]:
+    repo_dir = repo_dir.resolve()
+    if not (repo_dir / ".git").exists():
+        raise ConfigError(f"{repo_dir} is not a git checkout")
+    config = _repo_config(repo_dir, fixers)
+    return repo_dir, config, _diagnose(log_path, fixers=fixers, repo=WorktreeFiles(repo_dir))
+
+
+async def fix_repo(
+    repo_dir: Path,
+    log_path: Path,
+    *,
+    fixers: Sequence[Fixer],
+    runner: Runner,
+    agent: Fixer | None,
+    llm_skip_reason: str = "",
+) -> LocalResult:
+    """Run the repair ladder on ``repo_dir``; a verified fix is left in the working tree."""
+    repo_dir, config, d = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers)
+    gate = LlmGate(agent is not None, llm_skip_reason or "no ANTHROPIC_API_KEY configured")
+    plan = plan_repair([d], state=FRESH_EPISODE, config=config, is_agent_pr=True, llm=gate)
+    budget = FRESH_EPISODE.budget()
+    if plan.step is not Step.FIX:
+        return LocalResult(outcome_for([d], plan, budget=budget), d.log, plan)
+    repair = await repair_tree(
+        repo_dir, [d], plan, fixers=fixers, runner=runner, config=config, agent=agent
+    )
+    budget = FRESH_EPISODE.budget(llm_used_now=1 if repair.agent_result else 0)
+    outcome = outcome_for([d], plan, budget=budget, repair=repair, pushed="working tree")
+    if outcome.outcome is OutcomeKind.FIXED:
+        outcome = outcome.model_copy(
+            update={
+                "title": "Fixed in the working tree",
+                "detail": "Verified; review and commit the change.",
+                "next_action": NextAction.REVIEW,
+                "commit": None,
+            }
+        )
+    return LocalResult(outcome=outcome, log=d.log, plan=plan)

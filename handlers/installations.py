@@ -1,0 +1,33 @@
+"""App installations: forget the mirror clones of repositories the App lost access to."""
+
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+
+from bot.events import InstallationEvent, InstallationRepositoriesEvent
+from bot.handlercontext import HandlerContext
+
+router = routing.Router()
+
+FORGET_JOB = "forget_repos"
+
+
+def _forget(ctx: HandlerContext, installation_id: int, repos: list[str]) -> None:
+    if repos:
+        ctx.enqueue(
+            FORGET_JOB,
+            f"forget:{installation_id}/{ctx.delivery_id}",
+            {"installation": installation_id, "repos": sorted(repos)},
+        )
+
+
+@router.register("installation", action="deleted")
+async def uninstalled(event: sansio.Event, ctx: HandlerContext) -> None:
+    payload = InstallationEvent.model_validate(event.data)
+    _forget(ctx, payload.installation.id, [r.full_name for r in payload.repositories or []])
+
+
+@router.register("installation_repositories", action="removed")
+async def repositories_removed(event: sansio.Event, ctx: HandlerContext) -> None:
+    payload = InstallationRepositoriesEvent.model_validate(event.data)
+    _forget(ctx, payload.installation.id, [r.full_name for r in payload.repositories_removed])

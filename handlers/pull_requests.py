@@ -1,0 +1,43 @@
+"""Pull request activity → triage jobs, and the start of a new repair episode on a human push."""
+
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+
+from bot.episodes import EventKind
+from bot.events import PullRequestEvent
+from bot.handlercontext import HandlerContext
+
+router = routing.Router()
+
+TRIAGE_JOB = "triage"
+TRIAGE_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review")
+
+
+@router.register("pull_request")
+async def pull_request_changed(event: sansio.Event, ctx: HandlerContext) -> None:
+    payload = PullRequestEvent.model_validate(event.data)
+    if payload.action not in TRIAGE_ACTIONS or payload.installation is None:
+        return
+    pr = payload.pull_request
+    repo = payload.repository.full_name
+    sha = pr.head.sha
+    if payload.action in ("opened", "reopened", "synchronize") and (
+        payload.sender.login.lower() != ctx.bot_login.lower()
+    ):
+        # DESIGN.md: an episode starts when someone other than the bot pushes.
+        ctx.record(
+            repo, pr.number, EventKind.PUSH, sha=sha, by=payload.sender.login, action=payload.action
+        )
+    ctx.enqueue(
+        TRIAGE_JOB,
+        f"triage:{repo}#{pr.number}@{sha}",
+        {
+            "installation": payload.installation.id,
+            "repo": repo,
+            "pr": pr.number,
+            "sha": sha,
+            "action": payload.action,
+        },
+        concurrency_key=f"{repo}#{pr.number}",
+    )
