@@ -1,0 +1,322 @@
+"""The durable store's contract: models, the ``Store`` protocol, and helpers both backends share.
+
+Nothing here does I/O. ``GroupCommitter`` is the batching mechanism behind ``record_delivery``:
+the webhook endpoint must not answer before a delivery is durable, and one fsync per request
+cannot keep up with GitHub's bursts, so concurrent callers share one transaction and one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
+
+from bot.errors import ConfigError, StoreError
+
+#: Processing leases that expire this many times mark a delivery failed instead of reclaiming it
+#: again: a payload that kills its worker every time must not loop forever.
+MAX_DELIVERY_ATTEMPTS = 5
+
+#: PostgreSQL channel on which writers announce new work to workers in other processes.
+WORK_CHANNEL = "shepherd_work"
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A webhook delivery as received, before any processing."""
+
+    id: str  # the X-GitHub-Delivery GUID; a redelivery carries the same one
+    event: str
+    action: str | None
+    installation_id: int | None
+    repo: str | None  # "owner/name"
+    payload: bytes  # the raw body, exactly as received
+    received_at: datetime  # UTC
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    repo: str | None
+    payload: bytes
+    received_at: datetime
+    state: DeliveryState
+    attempts: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to enqueue. ``key`` is the idempotency key, e.g. ``repair:owner/repo#12@<sha>``."""
+
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    concurrency_key: str | None = None  # jobs sharing one never run at the same time
+    run_after: datetime | None = None  # debounce; None means now
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    concurrency_key: str | None
+    state: JobState
+    attempts: int
+    run_after: datetime
+    lease_owner: str | None
+    lease_expires: datetime | None
+    outcome: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One entry of a PR's decision log."""
+
+    repo: str
+    pr: int
+    kind: str
+    data: dict[str, Any]
+    delivery_id: str | None = None
+    job_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PrEvent:
+    id: int
+    repo: str
+    pr: int
+    kind: str
+    data: dict[str, Any]
+    delivery_id: str | None
+    job_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Queue health for /metrics and /readyz."""
+
+    deliveries: Mapping[DeliveryState, int] = field(default_factory=dict)
+    jobs: Mapping[JobState, int] = field(default_factory=dict)
+    #: Seconds the longest-waiting runnable job (queued, run_after in the past) has waited; 0 if
+    #: none. A debounced job whose run_after is still ahead is not late, so it does not count.
+    oldest_queued_job_age: float = 0.0
+    #: Seconds since the oldest delivery still pending was received; 0 if none.
+    oldest_pending_delivery_age: float = 0.0
+
+    @property
+    def deliveries_pending(self) -> int:
+        return self.deliveries.get(DeliveryState.PENDING, 0)
+
+    @property
+    def jobs_queued(self) -> int:
+        return self.jobs.get(JobState.QUEUED, 0)
+
+
+class Store(Protocol):
+    """The durable store of deliveries, jobs and per-PR events; see each backend's module docs."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def record_delivery(self, d: NewDelivery) -> bool: ...
+
+    async def get_delivery(self, delivery_id: str) -> StoredDelivery | None: ...
+
+    async def claim_deliveries(
+        self, owner: str, limit: int, lease_seconds: float
+    ) -> list[StoredDelivery]: ...
+
+    async def complete_delivery(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        jobs: Sequence[JobSpec],
+        events: Sequence[EventSpec],
+        error: str | None = None,
+    ) -> bool: ...
+
+    async def upsert_job(self, spec: JobSpec) -> int: ...
+
+    async def lease_job(
+        self, owner: str, lease_seconds: float, kinds: Sequence[str] | None = None
+    ) -> Job | None: ...
+
+    async def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> bool: ...
+
+    async def complete_job(
+        self,
+        job_id: int,
+        owner: str,
+        *,
+        outcome: str,
+        result: dict[str, Any] | None = None,
+        events: Sequence[EventSpec] = (),
+    ) -> bool: ...
+
+    async def fail_job(
+        self, job_id: int, owner: str, *, error: str, retry_at: datetime | None
+    ) -> bool: ...
+
+    async def get_job(self, job_id: int) -> Job | None: ...
+
+    async def find_job(self, key: str) -> Job | None: ...
+
+    async def append_event(self, e: EventSpec) -> int: ...
+
+    async def list_events(self, repo: str, pr: int) -> list[PrEvent]: ...
+
+    async def stats(self) -> StoreStats: ...
+
+    async def wait_for_work(self, timeout: float) -> None: ...  # noqa: ASYNC109
+
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class GroupCommitter(Generic[ItemT, ResultT]):
+    """Turns many concurrent ``submit`` calls into few ``flush`` calls (one transaction each).
+
+    A single drain task takes everything queued, flushes it, resolves every waiter, and repeats
+    while more arrived during the flush. There is no artificial delay: a lone request is flushed
+    at once, and under load the batch grows by itself to whatever queued during the last commit.
+    ``flush`` must return one result per item, in order.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT]]],
+        *,
+        max_batch: int = 1000,
+    ) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, item: ItemT) -> ResultT:
+        if self._closed:
+            raise StoreError("the store is closed")
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="store-group-commit")
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new items and wait until everything already submitted is flushed."""
+        self._closed = True
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._flush([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise StoreError(
+                        f"group commit returned {len(results)} results for {len(batch)} items"
+                    )
+            except Exception as exc:  # handed to every waiter, who re-raises it: nothing is lost
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:
+                # Cancelled mid-flush (loop shutdown): the waiters must not hang forever.
+                for _, future in batch + self._pending:
+                    if not future.done():
+                        future.set_exception(StoreError("the store was closed mid-commit"))
+                self._pending.clear()
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+class WorkSignal:
+    """In-process wake-up for idle workers: set when new work may be runnable."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True if woken by ``notify``."""
+        if not self._event.is_set():
+            try:
+                await asyncio.wait_for(self._event.wait(), seconds)
+            except TimeoutError:
+                return False
+        self._event.clear()
+        return True
+
+
+def first_wins(ids: Iterable[str], inserted: set[str]) -> list[bool]:
+    """Per submitted id, whether it was newly stored: only the first of in-batch duplicates is."""
+    seen: set[str] = set()
+    results = []
+    for delivery_id in ids:
+        results.append(delivery_id in inserted and delivery_id not in seen)
+        seen.add(delivery_id)
+    return results
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def check_identifier(name: str, what: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(
+            f"{what} {name!r} must be lower-case letters, digits and underscores, "
+            "starting with a letter or underscore."
+        )
+    return name

@@ -1,0 +1,598 @@
+"""The embedded SQLite backend (the default).
+
+Every write runs on ONE dedicated writer thread with its own connection, inside ``BEGIN
+IMMEDIATE`` so that several processes sharing the file (``serve`` plus ``worker``) serialize
+cleanly; reads use a second connection on a second thread, so the event loop never blocks on disk.
+WAL mode with ``synchronous=FULL`` makes every commit fsync the WAL: when ``record_delivery``
+returns, the row survives a power cut. Timestamps are stored as UTC epoch seconds (REAL) and
+leases are compared against ``time.time()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.errors import StoreError
+from bot.store.base import (
+    MAX_DELIVERY_ATTEMPTS,
+    DeliveryState,
+    EventSpec,
+    GroupCommitter,
+    Job,
+    JobSpec,
+    JobState,
+    NewDelivery,
+    PrEvent,
+    StoredDelivery,
+    StoreStats,
+    WorkSignal,
+    as_utc,
+    first_wins,
+)
+
+T = TypeVar("T")
+
+#: Each entry is one schema version, applied in order inside one write transaction.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            event TEXT NOT NULL,
+            action TEXT,
+            installation_id INTEGER,
+            repo TEXT,
+            payload BLOB NOT NULL,
+            received_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            lease_owner TEXT,
+            lease_expires REAL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE INDEX deliveries_claimable ON deliveries (received_at, seq)
+            WHERE state IN ('pending', 'processing')""",
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL UNIQUE,
+            payload TEXT NOT NULL,
+            concurrency_key TEXT,
+            state TEXT NOT NULL DEFAULT 'queued',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            run_after REAL NOT NULL,
+            lease_owner TEXT,
+            lease_expires REAL,
+            outcome TEXT,
+            result TEXT,
+            error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX jobs_runnable ON jobs (run_after, id) WHERE state IN ('queued', 'running')",
+        "CREATE INDEX jobs_running_key ON jobs (concurrency_key) WHERE state = 'running'",
+        """CREATE TABLE pr_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            delivery_id TEXT,
+            job_id INTEGER,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX pr_events_by_pr ON pr_events (repo, pr, id)",
+    ),
+)
+
+#: How often BEGIN IMMEDIATE is retried after busy_timeout already waited (another process holds
+#: the write lock for a long time, e.g. a checkpoint on a slow disk).
+_BUSY_RETRIES = 5
+#: While idle, how often ``wait_for_work`` looks whether another process wrote to the file.
+_CROSS_PROCESS_POLL_SECONDS = 0.25
+
+
+def _ts(moment: datetime) -> float:
+    return as_utc(moment).timestamp()
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _delivery(row: sqlite3.Row) -> StoredDelivery:
+    return StoredDelivery(
+        id=row["id"],
+        event=row["event"],
+        action=row["action"],
+        installation_id=row["installation_id"],
+        repo=row["repo"],
+        payload=bytes(row["payload"]),
+        received_at=_dt(row["received_at"]),
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        error=row["error"],
+    )
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        key=row["key"],
+        payload=json.loads(row["payload"]),
+        concurrency_key=row["concurrency_key"],
+        state=JobState(row["state"]),
+        attempts=row["attempts"],
+        run_after=_dt(row["run_after"]),
+        lease_owner=row["lease_owner"],
+        lease_expires=None if row["lease_expires"] is None else _dt(row["lease_expires"]),
+        outcome=row["outcome"],
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+        created_at=_dt(row["created_at"]),
+        updated_at=_dt(row["updated_at"]),
+        max_attempts=row["max_attempts"],
+    )
+
+
+def _event(row: sqlite3.Row) -> PrEvent:
+    return PrEvent(
+        id=row["id"],
+        repo=row["repo"],
+        pr=row["pr"],
+        kind=row["kind"],
+        data=json.loads(row["data"]),
+        delivery_id=row["delivery_id"],
+        job_id=row["job_id"],
+        created_at=_dt(row["created_at"]),
+    )
+
+
+class SqliteStore:
+    """SQLite implementation of ``bot.store.base.Store``."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._committer: GroupCommitter[NewDelivery, bool] | None = None
+        self._signal = WorkSignal()
+        self._data_version = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from exc
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        try:
+            self._wconn = await self._run(self._writer, self._connect, True)
+            await self._write(self._migrate)
+            self._rconn = await self._run(self._reader, self._connect, False)
+        except BaseException:
+            await self.close()
+            raise
+        self._committer = GroupCommitter(self._flush_deliveries)
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer.close()
+            self._committer = None
+        for executor, conn in ((self._writer, self._wconn), (self._reader, self._rconn)):
+            if executor is None:
+                continue
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            # Both threads are idle now, so this does not block the loop for long.
+            executor.shutdown(wait=True)
+        self._writer = self._reader = None
+        self._wconn = self._rconn = None
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Return when this process recorded work, another process wrote, or after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (remaining := deadline - loop.time()) > 0:
+            if await self._signal.wait(min(remaining, _CROSS_PROCESS_POLL_SECONDS)):
+                return
+            # data_version changes when any OTHER connection (another process, or our own
+            # writer) committed: the cheap way to notice a `serve` process enqueueing work.
+            version = await self._read(
+                lambda c: int(c.execute("PRAGMA data_version").fetchone()[0])
+            )
+            if version != self._data_version:
+                self._data_version = version
+                return
+
+    # -- deliveries ------------------------------------------------------------------------
+
+    async def record_delivery(self, d: NewDelivery) -> bool:
+        if self._committer is None:
+            raise StoreError("the store is not open")
+        return await self._committer.submit(d)
+
+    async def _flush_deliveries(self, batch: Sequence[NewDelivery]) -> list[bool]:
+        results = await self._write(functools.partial(self._insert_deliveries, batch))
+        if any(results):
+            self._signal.notify()
+        return results
+
+    @staticmethod
+    def _insert_deliveries(batch: Sequence[NewDelivery], conn: sqlite3.Connection) -> list[bool]:
+        now = time.time()
+        inserted: set[str] = set()
+        for d in batch:
+            cursor = conn.execute(
+                """INSERT INTO deliveries
+                   (id, event, action, installation_id, repo, payload, received_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING""",
+                (d.id, d.event, d.action, d.installation_id, d.repo, d.payload,
+                 _ts(d.received_at), now),
+            )  # fmt: skip
+            if cursor.rowcount == 1:
+                inserted.add(d.id)
+        return first_wins((d.id for d in batch), inserted)
+
+    async def get_delivery(self, delivery_id: str) -> StoredDelivery | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        )
+        return None if row is None else _delivery(row)
+
+    async def claim_deliveries(
+        self, owner: str, limit: int, lease_seconds: float
+    ) -> list[StoredDelivery]:
+        def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            now = time.time()
+            conn.execute(
+                """UPDATE deliveries SET state = 'failed', lease_expires = NULL, updated_at = ?,
+                       error = 'processing lease expired ' || attempts || ' times'
+                   WHERE state = 'processing' AND lease_expires < ? AND attempts >= ?""",
+                (now, now, MAX_DELIVERY_ATTEMPTS),
+            )
+            return conn.execute(
+                """UPDATE deliveries SET state = 'processing', lease_owner = ?, lease_expires = ?,
+                       attempts = attempts + 1, updated_at = ?
+                   WHERE seq IN (
+                       SELECT seq FROM deliveries
+                       WHERE state = 'pending' OR (state = 'processing' AND lease_expires < ?)
+                       ORDER BY received_at, seq LIMIT ?)
+                   RETURNING *""",
+                (owner, now + lease_seconds, now, now, limit),
+            ).fetchall()
+
+        rows = await self._write(claim)
+        rows.sort(key=lambda r: (r["received_at"], r["seq"]))
+        return [_delivery(r) for r in rows]
+
+    async def complete_delivery(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        jobs: Sequence[JobSpec],
+        events: Sequence[EventSpec],
+        error: str | None = None,
+    ) -> bool:
+        state = DeliveryState.DONE if error is None else DeliveryState.FAILED
+
+        def complete(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(
+                """UPDATE deliveries SET state = ?, error = ?, lease_expires = NULL, updated_at = ?
+                   WHERE id = ? AND lease_owner = ? AND state = 'processing'""",
+                (state.value, error, now, delivery_id, owner),
+            )
+            if cursor.rowcount != 1:
+                return False
+            for spec in jobs:
+                self._upsert_job(conn, spec, now)
+            for event in events:
+                self._append_event(conn, event, now)
+            return True
+
+        done = await self._write(complete)
+        if done and jobs:
+            self._signal.notify()
+        return done
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _upsert_job(conn: sqlite3.Connection, spec: JobSpec, now: float) -> tuple[int, bool]:
+        run_after = now if spec.run_after is None else _ts(spec.run_after)
+        row = conn.execute(
+            """INSERT INTO jobs (kind, key, payload, concurrency_key, max_attempts, run_after,
+                                 created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (key) DO UPDATE SET
+                   payload = excluded.payload,
+                   run_after = max(jobs.run_after, excluded.run_after),
+                   updated_at = excluded.updated_at
+               WHERE jobs.state = 'queued'
+               RETURNING id""",
+            (spec.kind, spec.key, json.dumps(spec.payload), spec.concurrency_key,
+             spec.max_attempts, run_after, now, now),
+        ).fetchone()  # fmt: skip
+        if row is not None:
+            return int(row[0]), True
+        # The key exists and is no longer queued: the work it names is already under way or over.
+        existing = conn.execute("SELECT id FROM jobs WHERE key = ?", (spec.key,)).fetchone()
+        return int(existing[0]), False
+
+    async def upsert_job(self, spec: JobSpec) -> int:
+        job_id, changed = await self._write(lambda c: self._upsert_job(c, spec, time.time()))
+        if changed:
+            self._signal.notify()
+        return job_id
+
+    async def lease_job(
+        self, owner: str, lease_seconds: float, kinds: Sequence[str] | None = None
+    ) -> Job | None:
+        if kinds is not None and not kinds:
+            return None
+        kind_filter = "" if kinds is None else f"AND kind IN ({', '.join('?' * len(kinds))})"
+
+        def lease(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            now = time.time()
+            conn.execute(
+                """UPDATE jobs SET state = 'dead', lease_expires = NULL, updated_at = ?,
+                       error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+                           || ' (the worker died or hung)'
+                   WHERE state = 'running' AND lease_expires < ? AND attempts >= max_attempts""",
+                (now, now),
+            )
+            candidate = conn.execute(
+                f"""SELECT id FROM jobs AS j
+                    WHERE ((state = 'queued' AND run_after <= ?)
+                           OR (state = 'running' AND lease_expires < ?))
+                      {kind_filter}
+                      AND (concurrency_key IS NULL OR NOT EXISTS (
+                          SELECT 1 FROM jobs AS r
+                          WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running'
+                            AND r.lease_expires >= ? AND r.id <> j.id))
+                    ORDER BY run_after, id LIMIT 1""",  # noqa: S608 -- only placeholders
+                (now, now, *(kinds or ()), now),
+            ).fetchone()
+            if candidate is None:
+                return None
+            row: sqlite3.Row = conn.execute(
+                """UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?,
+                       attempts = attempts + 1, updated_at = ?
+                   WHERE id = ? RETURNING *""",
+                (owner, now + lease_seconds, now, candidate[0]),
+            ).fetchone()
+            return row
+
+        row = await self._write(lease)
+        return None if row is None else _job(row)
+
+    async def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> bool:
+        def beat(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            # An expired lease is lost even if nobody took the job yet: another job with the same
+            # concurrency key may already be running, so this worker must stop.
+            cursor = conn.execute(
+                """UPDATE jobs SET lease_expires = ?, updated_at = ?
+                   WHERE id = ? AND lease_owner = ? AND state = 'running' AND lease_expires >= ?""",
+                (now + lease_seconds, now, job_id, owner, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(beat)
+
+    async def complete_job(
+        self,
+        job_id: int,
+        owner: str,
+        *,
+        outcome: str,
+        result: dict[str, Any] | None = None,
+        events: Sequence[EventSpec] = (),
+    ) -> bool:
+        result_json = None if result is None else json.dumps(result)
+
+        def complete(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(
+                """UPDATE jobs SET state = 'done', outcome = ?, result = ?, lease_expires = NULL,
+                       updated_at = ?
+                   WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+                (outcome, result_json, now, job_id, owner),
+            )
+            if cursor.rowcount != 1:
+                return False
+            for event in events:
+                self._append_event(conn, event, now)
+            return True
+
+        done = await self._write(complete)
+        if done:
+            self._signal.notify()  # the concurrency key is free again
+        return done
+
+    async def fail_job(
+        self, job_id: int, owner: str, *, error: str, retry_at: datetime | None
+    ) -> bool:
+        retry = None if retry_at is None else _ts(retry_at)
+
+        def fail(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(
+                """UPDATE jobs SET
+                       state = CASE WHEN ? IS NULL OR attempts >= max_attempts
+                                    THEN 'dead' ELSE 'queued' END,
+                       run_after = CASE WHEN ? IS NULL OR attempts >= max_attempts
+                                        THEN run_after ELSE ? END,
+                       error = ?, lease_expires = NULL, updated_at = ?
+                   WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+                (retry, retry, retry, error, now, job_id, owner),
+            )
+            return cursor.rowcount == 1
+
+        done = await self._write(fail)
+        if done:
+            self._signal.notify()
+        return done
+
+    async def get_job(self, job_id: int) -> Job | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        return None if row is None else _job(row)
+
+    async def find_job(self, key: str) -> Job | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else _job(row)
+
+    # -- events ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _append_event(conn: sqlite3.Connection, e: EventSpec, now: float) -> int:
+        row = conn.execute(
+            """INSERT INTO pr_events (repo, pr, kind, data, delivery_id, job_id, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            (e.repo, e.pr, e.kind, json.dumps(e.data), e.delivery_id, e.job_id, now),
+        ).fetchone()
+        return int(row[0])
+
+    async def append_event(self, e: EventSpec) -> int:
+        return await self._write(lambda c: self._append_event(c, e, time.time()))
+
+    async def list_events(self, repo: str, pr: int) -> list[PrEvent]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM pr_events WHERE repo = ? AND pr = ? ORDER BY id", (repo, pr)
+            ).fetchall()
+        )
+        return [_event(r) for r in rows]
+
+    async def stats(self) -> StoreStats:
+        def read(conn: sqlite3.Connection) -> StoreStats:
+            now = time.time()
+            # One read transaction, so the numbers are one consistent snapshot.
+            conn.execute("BEGIN")
+            try:
+                deliveries = dict(
+                    conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
+                )
+                jobs = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+                oldest_job = conn.execute(
+                    "SELECT min(run_after) FROM jobs WHERE state = 'queued' AND run_after <= ?",
+                    (now,),
+                ).fetchone()[0]
+                oldest_delivery = conn.execute(
+                    "SELECT min(received_at) FROM deliveries WHERE state = 'pending'"
+                ).fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return StoreStats(
+                deliveries={s: int(deliveries.get(s.value, 0)) for s in DeliveryState},
+                jobs={s: int(jobs.get(s.value, 0)) for s in JobState},
+                oldest_queued_job_age=0.0 if oldest_job is None else max(0.0, now - oldest_job),
+                oldest_pending_delivery_age=(
+                    0.0 if oldest_delivery is None else max(0.0, now - oldest_delivery)
+                ),
+            )
+
+        return await self._read(read)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _connect(self, writer: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        if writer:
+            # journal_mode is persistent in the file; setting it needs a moment of exclusive
+            # access, which busy_timeout waits for when another process is opening too.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")  # commit fsyncs the WAL: durable
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                   version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"""
+        )
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (version, time.time()),
+            )
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, functools.partial(fn, *args)
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite {self.path}: {exc}") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return await self._run(self._writer, self._in_write_transaction, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None or self._rconn is None:
+            raise StoreError("the store is not open")
+        return await self._run(self._reader, fn, self._rconn)
+
+    def _in_write_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in BEGIN IMMEDIATE ... COMMIT on the writer thread, retrying SQLITE_BUSY."""
+        conn = self._wconn
+        if conn is None:
+            raise StoreError("the store is not open")
+        for attempt in range(1, _BUSY_RETRIES + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc) and attempt < _BUSY_RETRIES:
+                    time.sleep(0.05 * attempt)
+                    continue
+                raise
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+        raise StoreError(f"SQLite {self.path}: still busy after {_BUSY_RETRIES} attempts")
