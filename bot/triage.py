@@ -224,8 +224,42 @@ def _escape_glob(text: str) -> str:
     return re.sub(r"([\\*?])", r"\\\1", text)
 
 
+_C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+
+
+def unquote_git_path(name: str) -> str:
+    """Undo git's C-style quoting of unusual paths (``"a/\\303\\251.txt"`` → ``a/é.txt``).
+
+    git quotes names with non-ASCII bytes, quotes or control characters (``core.quotePath``).
+    """
+    if len(name) < 2 or not (name.startswith('"') and name.endswith('"')):
+        return name
+    out = bytearray()
+    body = name[1:-1]
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            octal = body[i + 1 : i + 4]
+            if len(octal) == 3 and all(c in "01234567" for c in octal):
+                out.append(int(octal, 8) & 0xFF)
+                i += 4
+                continue
+            if nxt in _C_ESCAPES:
+                out.append(_C_ESCAPES[nxt])
+                i += 2
+                continue
+        out.extend(char.encode())
+        i += 1
+    return out.decode("utf-8", errors="replace")
+
+
 def _strip_prefix(name: str | None) -> str | None:
-    if name is None or name == "/dev/null":
+    if name is None:
+        return None
+    name = unquote_git_path(name.rstrip("\t"))
+    if name == "/dev/null":
         return None
     if name.startswith(("a/", "b/")):
         return name[2:]
@@ -286,15 +320,15 @@ def _from_patched_file(patched: Any, section: str, generated: GeneratedMatcher) 
     additions, deletions = int(patched.added), int(patched.removed)
     status: FileStatus
     if patched.is_added_file:
-        status, path, previous = "added", target or patched.path, None
+        status, path, previous = "added", target or unquote_git_path(patched.path), None
     elif patched.is_removed_file:
-        status, path, previous = "removed", source or patched.path, None
+        status, path, previous = "removed", source or unquote_git_path(patched.path), None
     elif patched.is_rename:
-        status, path, previous = "renamed", target or patched.path, source
+        status, path, previous = "renamed", target or unquote_git_path(patched.path), source
     elif "\ncopy from " in section:
-        status, path, previous = "copied", target or patched.path, source
+        status, path, previous = "copied", target or unquote_git_path(patched.path), source
     else:
-        path, previous = target or patched.path, None
+        path, previous = target or unquote_git_path(patched.path), None
         has_content = binary or additions or deletions or len(patched) > 0
         status = "modified" if has_content else "changed"
     return FileChange(

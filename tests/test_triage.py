@@ -73,16 +73,18 @@ def make_repo(tmp_path: Path, before: dict[str, bytes], after: dict[str, bytes |
 
 def api_files(repo: Path) -> list[dict[str, Any]]:
     """What pulls/list-files returns for HEAD~1..HEAD, built from git's own numstat/name-status."""
+    status = git(repo, "diff", "-M", "-z", "--name-status", "HEAD~1", "HEAD").split("\0")
     numstat = git(repo, "diff", "-M", "-z", "--numstat", "HEAD~1", "HEAD").split("\0")
-    status = git(repo, "diff", "-M", "--name-status", "HEAD~1", "HEAD").splitlines()
     names = {"A": "added", "D": "removed", "M": "modified", "R": "renamed", "T": "changed"}
     entries: list[dict[str, Any]] = []
-    index = 0
-    for line in status:
-        code, *paths = line.split("\t")
-        fields = numstat[index].split("\t")
-        added, deleted = fields[0], fields[1]
-        index += 3 if code.startswith("R") else 1
+    s_index = n_index = 0
+    while s_index < len(status) and status[s_index]:
+        code = status[s_index]
+        renamed = code.startswith("R")
+        paths = status[s_index + 1 : s_index + (3 if renamed else 2)]
+        s_index += 3 if renamed else 2
+        added, deleted = numstat[n_index].split("\t")[:2]
+        n_index += 3 if renamed else 1
         entry: dict[str, Any] = {
             "filename": paths[-1],
             "status": names[code[0]],
@@ -90,7 +92,7 @@ def api_files(repo: Path) -> list[dict[str, Any]]:
             "deletions": 0 if deleted == "-" else int(deleted),
         }
         entry["changes"] = entry["additions"] + entry["deletions"]
-        if code.startswith("R"):
+        if renamed:
             entry["previous_filename"] = paths[0]
         if added != "-" and entry["changes"]:
             entry["patch"] = "@@ …"
@@ -783,3 +785,31 @@ def test_render_human_pr_is_one_short_block() -> None:
 @pytest.mark.parametrize("label", SIZE_LABELS)
 def test_every_size_label_is_managed(label: str) -> None:
     assert label in managed_labels(TriageConfig())
+
+
+def test_diff_facts_unusual_names(tmp_path: Path) -> None:
+    before = {"sp ace.txt": b"a\n", "é.txt": b"a\n", "ü.bin": b"\x00", "ren é.txt": b"x\ny\nz\n"}
+    after: dict[str, bytes | None] = {
+        "sp ace.txt": None,
+        "new sp.txt": b"a\nb\n",
+        "é.txt": b"a\nb\n",
+        "ü.bin": b"\x00\x01",
+        "ren é.txt": None,
+        "renamed ü.txt": b"x\ny\nz\n",
+        "ñew.png": b"\x00\x02",
+    }
+    repo = make_repo(tmp_path, before, after)
+    diff = git(repo, "diff", "-M", "HEAD~1", "HEAD")
+    assert '"b/\\303\\251.txt"' in diff  # git really quoted it
+    facts = diff_facts(diff, generated=NO_GENERATED)
+    got = {(f.path, f.previous_path, f.status, f.binary) for f in facts.files}
+    assert got == {
+        ("new sp.txt", "sp ace.txt", "renamed", False),
+        ("é.txt", None, "modified", False),
+        ("ü.bin", None, "modified", True),
+        ("renamed ü.txt", "ren é.txt", "renamed", False),
+        ("ñew.png", None, "added", True),
+    }
+    assert sorted(facts.files, key=lambda f: f.path) == sorted(
+        files_from_api(api_files(repo), generated=NO_GENERATED), key=lambda f: f.path
+    )
