@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
+from bot.github import GitHubApp
 from bot.observability import Metrics
+from bot.repairjob import RepairEnv, RepairRequest, run_repair
 from bot.settings import Settings
 from bot.store import EventSpec, Job, Store
+from bot.workspace import Workspaces
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,21 +29,83 @@ class JobResult:
 
 @dataclass
 class JobDeps:
-    """The I/O edges a job may use, built once per process."""
+    """The I/O edges jobs use, built once per process and passed explicitly."""
 
     settings: Settings
     store: Store
     metrics: Metrics
+    workspaces: Workspaces
+    repair_env: RepairEnv
+    github: GitHubApp | None = None
+    session: aiohttp.ClientSession | None = None
 
     @classmethod
     def build(cls, settings: Settings, store: Store, metrics: Metrics) -> JobDeps:
-        return cls(settings=settings, store=store, metrics=metrics)
+        """Build from settings. Called inside the running event loop (the worker's)."""
+        from bot.llm import agent_factory
+        from bot.sandbox import make_runner
+        from bot.tools import bundled_tool_dirs
+        from fixers import FIXERS
+
+        workspaces = Workspaces(settings.data_dir / "workspaces")
+
+        def runner_factory() -> Any:
+            return make_runner(
+                allow_unsandboxed=settings.allow_unsandboxed,
+                tool_dirs=bundled_tool_dirs(),
+                tool_cache=settings.data_dir / "tools",
+            )
+
+        env = RepairEnv(
+            app_slug=settings.app_slug,
+            fixers=FIXERS,
+            workspaces=workspaces,
+            runner_factory=runner_factory,
+            agent_factory=agent_factory(settings),
+            settle_timeout=settings.settle_timeout_seconds,
+            settle_poll=settings.settle_poll_seconds,
+        )
+        deps = cls(
+            settings=settings, store=store, metrics=metrics, workspaces=workspaces, repair_env=env
+        )
+        if settings.github_enabled:
+            assert settings.github_app_id is not None
+            assert settings.github_private_key is not None
+            deps.session = aiohttp.ClientSession()
+            deps.github = GitHubApp(
+                app_id=settings.github_app_id,
+                private_key=settings.github_private_key,
+                session=deps.session,
+                api_url=settings.github_api_url,
+                metrics=metrics,
+            )
+        return deps
 
     async def close(self) -> None:
-        return None
+        if self.session is not None:
+            await self.session.close()
 
 
 JobRunner = Callable[[Job, JobDeps], Awaitable[JobResult]]
 
+
+def _disabled(job: Job) -> JobResult:
+    log.info("GitHub writes are disabled; %s job %s recorded only", job.kind, job.id)
+    return JobResult("noop", {"reason": "GitHub credentials are not configured"})
+
+
+async def repair_job(job: Job, deps: JobDeps) -> JobResult:
+    if deps.github is None:
+        return _disabled(job)
+    req = RepairRequest.from_job(job)
+    token = await deps.github.installation_token(req.installation, repo=req.repo)
+    gh = await deps.github.installation_client(req.installation, repo=req.repo)
+    outcome = await run_repair(gh, req, env=deps.repair_env, store=deps.store, token=token.token)
+    deps.metrics.jobs.labels("repair", outcome.outcome.value)
+    return JobResult(outcome.outcome.value, outcome.to_json())
+
+
 #: kind → runner. Explicit: a new job kind is one line here.
-JOB_RUNNERS: dict[str, JobRunner] = {}
+JOB_RUNNERS: dict[str, JobRunner] = {
+    "repair": repair_job,
+}

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     repair_debounce_seconds: float = Field(
         10.0, ge=0, validation_alias=_env("SHEPHERD_REPAIR_DEBOUNCE")
     )
+    #: How long a repair job waits for the head SHA's other checks to finish, and how often it looks.
+    settle_timeout_seconds: float = Field(
+        600.0, ge=0, validation_alias=_env("SHEPHERD_SETTLE_TIMEOUT")
+    )
+    settle_poll_seconds: float = Field(15.0, gt=0, validation_alias=_env("SHEPHERD_SETTLE_POLL"))
     allow_unsandboxed: bool = Field(False, validation_alias=_env("SHEPHERD_ALLOW_UNSANDBOXED"))
     log_format: str = Field(
         "json", pattern="^(json|text)$", validation_alias=_env("SHEPHERD_LOG_FORMAT")

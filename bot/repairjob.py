@@ -1,0 +1,618 @@
+"""The server's repair job: the blueprint with its GitHub edges.
+
+Fetch the PR and config (base SHA) → wait for the head's checks to settle → download and distil
+the failed jobs' logs → classify → plan → re-run, or check out, fix, verify, commit through the
+Git Data API and move the branch without force → report. Every GitHub write is recorded in the
+PR's event log before and after, so a job retried after a crash continues instead of repeating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.blueprint import (
+    Diagnosis,
+    LlmGate,
+    Plan,
+    Step,
+    diagnose,
+    outcome_for,
+    plan_repair,
+    repair_tree,
+)
+from bot.classify import file_locations
+from bot.episodes import BudgetState, EventKind, budget_state, pending_push
+from bot.errors import GitHubError, PushRejected, SandboxUnavailable
+from bot.logs import distill
+from bot.problems import Category, NextAction, Outcome, OutcomeKind
+from bot.repoconfig import RepoConfig, load_config
+from bot.report import Reporter, ReportGitHub
+from bot.store import EventSpec, Job
+from bot.summary import Button, render_check_run, render_outcome_markdown
+from bot.triage import detect_agent
+from bot.workspace import FileChange, Worktree, diff, file_changes, with_trailers
+from fixers.base import Fixer, WorktreeFiles
+
+log = logging.getLogger(__name__)
+
+JSONObject = dict[str, Any]
+FAILED = frozenset({"failure", "timed_out", "cancelled", "startup_failure"})
+ACTIONS_APP = "github-actions"
+CONFIG_PATH = ".github/shepherd.yml"
+TRAILER = "Shepherd-Job"
+#: Suggestions are posted as review comments only for small patches; larger ones go in the
+#: summary as a diff with the command to apply it.
+MAX_SUGGESTION_LINES = 30
+
+
+class RepairGitHub(ReportGitHub, Protocol):
+    """Every GitHub operation the repair job uses (all in the OpenAPI subset)."""
+
+    async def get_pull(self, owner: str, repo: str, number: int) -> JSONObject: ...
+    async def list_pulls_for_commit(self, owner: str, repo: str, sha: str) -> list[JSONObject]: ...
+    async def get_content(self, owner: str, repo: str, path: str, ref: str) -> str | None: ...
+    async def compare(self, owner: str, repo: str, base: str, head: str) -> JSONObject: ...
+    async def download_job_log(self, owner: str, repo: str, job_id: int) -> str: ...
+    async def get_job(self, owner: str, repo: str, job_id: int) -> JSONObject: ...
+    async def rerun_failed_jobs(self, owner: str, repo: str, run_id: int) -> None: ...
+    async def get_ref(self, owner: str, repo: str, ref: str) -> JSONObject: ...
+    async def create_blob(
+        self, owner: str, repo: str, content: str, *, encoding: str = ...
+    ) -> str: ...
+    async def create_tree(
+        self, owner: str, repo: str, entries: Sequence[Any], *, base_tree: str | None = ...
+    ) -> str: ...
+    async def create_commit(
+        self,
+        owner: str,
+        repo: str,
+        *,
+        message: str,
+        tree: str,
+        parents: Sequence[str],
+        author: Any = ...,
+    ) -> JSONObject: ...
+    async def update_ref(
+        self, owner: str, repo: str, ref: str, sha: str, *, force: bool = ...
+    ) -> JSONObject: ...
+    async def create_review(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        *,
+        body: str,
+        event: str = ...,
+        commit_id: str | None = ...,
+        comments: Sequence[Mapping[str, Any]] = ...,
+    ) -> JSONObject: ...
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    installation: int
+    owner: str
+    repo: str
+    sha: str
+    pr: int | None
+    clone_url: str
+    trigger: str  # workflow_job | workflow_run | check_run | command
+    job_id: int
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.repo}"
+
+    @classmethod
+    def from_job(cls, job: Job) -> RepairRequest:
+        p = job.payload
+        owner, _, name = str(p["repo"]).partition("/")
+        return cls(
+            installation=int(p["installation"]),
+            owner=owner,
+            repo=name,
+            sha=str(p["sha"]),
+            pr=int(p["pr"]) if p.get("pr") is not None else None,
+            clone_url=str(p["clone_url"]),
+            trigger=str(p.get("trigger", "check")),
+            job_id=job.id,
+        )
+
+
+@dataclass(frozen=True)
+class RepairEnv:
+    """The edges the repair uses besides GitHub: passed explicitly, built once per process."""
+
+    app_slug: str
+    fixers: Sequence[Fixer]
+    workspaces: Any  # bot.workspace.Workspaces
+    runner_factory: Any  # () -> Runner; raises SandboxUnavailable
+    agent_factory: Any  # (RepoConfig, pr: JSONObject) -> tuple[Fixer | None, str]
+    settle_timeout: float = 600.0
+    settle_poll: float = 15.0
+
+
+async def find_pull(gh: RepairGitHub, req: RepairRequest) -> JSONObject | None:
+    """The open PR whose head is ``req.sha``. Fork PRs are found by head SHA, since GitHub leaves
+    ``pull_requests`` empty in check payloads for them."""
+    if req.pr is not None:
+        pull = await gh.get_pull(req.owner, req.repo, req.pr)
+        return pull if pull.get("state") == "open" else None
+    for pull in await gh.list_pulls_for_commit(req.owner, req.repo, req.sha):
+        if pull.get("state") == "open" and pull.get("head", {}).get("sha") == req.sha:
+            return pull
+    return None
+
+
+async def wait_for_settled(
+    gh: RepairGitHub, req: RepairRequest, *, app_slug: str, settle_timeout: float, poll: float
+) -> list[JSONObject]:
+    """The head SHA's check runs (not ours) once none is still running, or after ``timeout``."""
+    deadline = time.monotonic() + settle_timeout
+    while True:
+        runs = [
+            r
+            for r in await gh.list_check_runs_for_ref(req.owner, req.repo, req.sha)
+            if (r.get("app") or {}).get("slug") != app_slug and r.get("name") != "shepherd"
+        ]
+        if all(r.get("status") == "completed" for r in runs) or time.monotonic() >= deadline:
+            return runs
+        await asyncio.sleep(poll)
+
+
+async def _diagnose_run(
+    gh: RepairGitHub, req: RepairRequest, run: JSONObject, *, fixers: Sequence[Fixer], wt: Worktree
+) -> Diagnosis:
+    name = str(run.get("name") or "check")
+    conclusion = str(run.get("conclusion") or "")
+    is_actions = (run.get("app") or {}).get("slug") == ACTIONS_APP
+    job_id = int(run["id"]) if is_actions else None
+    run_id: int | None = None
+    if job_id is not None:
+        # For GitHub Actions the check run id is the job id.
+        raw = await gh.download_job_log(req.owner, req.repo, job_id)
+        job = await gh.get_job(req.owner, req.repo, job_id)
+        run_id = int(job["run_id"]) if job.get("run_id") is not None else None
+    else:
+        output = run.get("output") or {}
+        raw = "\n".join(str(output.get(k) or "") for k in ("title", "summary", "text"))
+    return diagnose(
+        name,
+        distill(raw),
+        fixers=fixers,
+        repo=WorktreeFiles(wt.path),
+        job_conclusion=conclusion,
+        job_id=job_id,
+        run_id=run_id,
+    )
+
+
+def annotations_for(diagnoses: Sequence[Diagnosis]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for d in diagnoses:
+        for loc in file_locations(d.log)[:50]:
+            out.append(
+                {
+                    "path": loc.path,
+                    "start_line": loc.line,
+                    "end_line": loc.line,
+                    "annotation_level": "failure",
+                    "message": (loc.message or d.classification.reason)[:500] or d.name,
+                    "title": d.name[:200],
+                }
+            )
+    return out
+
+
+def buttons_for(outcome: Outcome) -> list[Button]:
+    from bot.commands import button_action
+
+    verbs = ["stop"]
+    if outcome.outcome is OutcomeKind.HANDOFF:
+        verbs = ["fix", "retry", "stop"] if outcome.retryable else ["fix", "stop"]
+    elif outcome.outcome is OutcomeKind.RERUN:
+        verbs = ["stop"]
+    buttons = []
+    for verb in verbs:
+        action = button_action(verb)
+        buttons.append(Button(action["label"], action["description"], action["identifier"]))
+    return buttons[:3]
+
+
+async def _commit_via_api(
+    gh: RepairGitHub,
+    req: RepairRequest,
+    wt: Worktree,
+    changes: Sequence[FileChange],
+    *,
+    message: str,
+    base_tree: str,
+) -> str:
+    """Create the commit through the Git Data API, so GitHub signs it as the App ("Verified")."""
+    entries: list[dict[str, Any]] = []
+    for change in changes:
+        if change.content is None:
+            entries.append({"path": change.path, "mode": change.mode, "type": "blob", "sha": None})
+            continue
+        blob = await gh.create_blob(
+            req.owner, req.repo, base64.b64encode(change.content).decode(), encoding="base64"
+        )
+        entries.append({"path": change.path, "mode": change.mode, "type": "blob", "sha": blob})
+    tree = await gh.create_tree(req.owner, req.repo, entries, base_tree=base_tree)
+    commit = await gh.create_commit(
+        req.owner, req.repo, message=message, tree=tree, parents=[req.sha]
+    )
+    return str(commit["sha"])
+
+
+async def _tree_of(wt: Worktree) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        "rev-parse",
+        f"{wt.sha}^{{tree}}",
+        cwd=wt.path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    return out.decode().strip()
+
+
+def _commit_message(
+    config: RepoConfig, req: RepairRequest, plan: Plan, agent_note: str, *, app_slug: str
+) -> str:
+    fixers = [name for name, _ in plan.fixers] + (["agent"] if plan.use_agent else [])
+    message = config.autofix.render_commit_message(fixers=fixers, head_sha=req.sha, pr=req.pr or 0)
+    if agent_note:
+        message += "\n\n" + agent_note
+    trailers = [(TRAILER, f"{req.full_name}#{req.pr}/{req.job_id}")]
+    if config.autofix.signoff:
+        trailers.append(
+            ("Signed-off-by", f"{app_slug}[bot] <{app_slug}[bot]@users.noreply.github.com>")
+        )
+    return with_trailers(message, trailers)
+
+
+async def run_repair(
+    gh: RepairGitHub,
+    req: RepairRequest,
+    *,
+    env: RepairEnv,
+    store: Any,
+    token: str | None,
+) -> Outcome:
+    pull = await find_pull(gh, req)
+    if pull is None:
+        log.info("no open PR has head %s; nothing to repair", req.sha[:12])
+        return Outcome(title="No open pull request for this commit", outcome=OutcomeKind.NOOP)
+    if pull["head"]["sha"] != req.sha:
+        return Outcome(
+            title="Superseded by a newer push",
+            outcome=OutcomeKind.NOOP,
+            detail=f"The PR head is now {pull['head']['sha'][:12]}.",
+        )
+    pr = int(pull["number"])
+    req = RepairRequest(**{**req.__dict__, "pr": pr})
+    reporter = Reporter(
+        gh, store, owner=req.owner, repo=req.repo, pr=pr, app_slug=env.app_slug, job_id=req.job_id
+    )
+
+    async def record(kind: str, **data: Any) -> None:
+        await store.append_event(
+            EventSpec(repo=req.full_name, pr=pr, kind=kind, data=data, job_id=req.job_id)
+        )
+
+    # Policy comes from the base branch: a PR cannot change its own rules.
+    base_sha = str(pull["base"]["sha"])
+    config_text = await gh.get_content(req.owner, req.repo, CONFIG_PATH, base_sha)
+    loaded = load_config(config_text, known_fixers=[f.name for f in env.fixers] + ["agent"])
+    await record(EventKind.CONFIG, sha=base_sha, from_file=loaded.from_file, ok=loaded.ok)
+    if not loaded.ok:
+        return await _report_config_problem(reporter, req, loaded)
+    config = loaded.config
+
+    events = await reporter.events()
+    recovered = await _recover_push(gh, req, pull, events, record)
+    if recovered is not None:
+        return recovered
+
+    runs = await wait_for_settled(
+        gh, req, app_slug=env.app_slug, settle_timeout=env.settle_timeout, poll=env.settle_poll
+    )
+    failed = [r for r in runs if r.get("conclusion") in FAILED]
+    comparison = await gh.compare(req.owner, req.repo, base_sha, req.sha)
+    messages = [
+        str((c.get("commit") or {}).get("message", "")) for c in comparison.get("commits", [])
+    ]
+    head_has_trailer = bool(messages) and f"\n{TRAILER}:" in messages[-1]
+    state = budget_state(events, req.sha, head_has_trailer=head_has_trailer)
+    verdict = detect_agent(
+        author_login=str(pull["user"]["login"]),
+        author_type=str(pull["user"].get("type", "User")),
+        body=pull.get("body"),
+        commit_messages=messages,
+        head_ref=str(pull["head"].get("ref", "")),
+        configured_logins=config.triage.agent_logins,
+        shepherd_login=f"{env.app_slug}[bot]",
+    )
+    if not failed:
+        return Outcome(title="No failed checks", outcome=OutcomeKind.NOOP, budget=state.budget())
+
+    agent, why_not = env.agent_factory(config, pull)
+    gate = _llm_gate(
+        config, trigger=req.trigger, is_agent_pr=verdict.is_agent, agent=agent, why_not=why_not
+    )
+    async with env.workspaces.checkout(
+        req.clone_url,
+        req.full_name,
+        req.sha,
+        job_id=f"job-{req.job_id}",
+        token=token,
+        fetch_ref=f"refs/pull/{pr}/head",
+    ) as wt:
+        diagnoses = [await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt) for r in failed]
+        await record(
+            EventKind.CLASSIFIED,
+            sha=req.sha,
+            failures=[
+                {
+                    "job": d.name,
+                    "category": d.classification.category.value,
+                    "fixers": list(d.classification.fixers),
+                    "reason": d.classification.reason,
+                    "evidence": list(d.classification.evidence)[:3],
+                }
+                for d in diagnoses
+            ],
+        )
+        plan = plan_repair(
+            diagnoses, state=state, config=config, is_agent_pr=verdict.is_agent, llm=gate
+        )
+        outcome = await _execute(
+            gh,
+            req,
+            pull,
+            wt,
+            diagnoses,
+            plan,
+            state=state,
+            config=config,
+            env=env,
+            agent=agent,
+            record=record,
+        )
+    await _report(reporter, req, outcome, diagnoses, config, current_labels=pull.get("labels", []))
+    return outcome
+
+
+def _llm_gate(
+    config: RepoConfig, *, trigger: str, is_agent_pr: bool, agent: Fixer | None, why_not: str
+) -> LlmGate:
+    if agent is None:
+        return LlmGate(False, why_not)
+    mode = config.llm.mode
+    if mode == "off":
+        return LlmGate(False, "LLM repair is off in .github/shepherd.yml")
+    if trigger == "command":
+        return LlmGate(True)
+    if mode == "auto" and is_agent_pr:
+        return LlmGate(True)
+    return LlmGate(
+        False,
+        "LLM repair runs on `/shepherd fix` for this PR (policy: "
+        f"{mode}{', human PR' if not is_agent_pr else ''})",
+    )
+
+
+async def _execute(
+    gh: RepairGitHub,
+    req: RepairRequest,
+    pull: JSONObject,
+    wt: Worktree,
+    diagnoses: Sequence[Diagnosis],
+    plan: Plan,
+    *,
+    state: BudgetState,
+    config: RepoConfig,
+    env: RepairEnv,
+    agent: Fixer | None,
+    record: Any,
+) -> Outcome:
+    if plan.step is Step.RERUN:
+        run_ids = sorted(
+            {
+                d.run_id
+                for d in diagnoses
+                if d.run_id is not None and d.classification.category is Category.INFRA
+            }
+        )
+        await record(EventKind.RERUN, sha=req.sha, runs=run_ids)
+        for run_id in run_ids:
+            await gh.rerun_failed_jobs(req.owner, req.repo, run_id)
+        return outcome_for(diagnoses, plan, budget=state.budget(rerun_now=True))
+    if plan.step is not Step.FIX:
+        return outcome_for(diagnoses, plan, budget=state.budget())
+
+    try:
+        runner = env.runner_factory()
+    except SandboxUnavailable as exc:
+        return Outcome(
+            title="Sandbox unavailable: nothing was run",
+            detail=str(exc),
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.CONFIGURE,
+            failures=[d.record() for d in diagnoses],
+            budget=state.budget(),
+        )
+    if plan.use_agent:
+        await record(EventKind.LLM_ATTEMPT, sha=req.sha)
+    repair = await repair_tree(
+        wt.path,
+        diagnoses,
+        plan,
+        fixers=env.fixers,
+        runner=runner,
+        config=config,
+        agent=agent if plan.use_agent else None,
+    )
+    budget = state.budget(llm_used_now=1 if repair.agent_result else 0)
+    patch = await diff(wt, req.sha) if repair.changed else None
+    if not (repair.changed and repair.verified):
+        return outcome_for(diagnoses, plan, budget=budget, repair=repair, patch=patch)
+
+    changes = await file_changes(wt, req.sha)
+    agent_note = ""
+    if repair.agent_result is not None:
+        agent_note = f"LLM repair. {repair.agent_result.detail[:1500]}"
+    message = _commit_message(config, req, plan, agent_note, app_slug=env.app_slug)
+    head_repo = (pull["head"].get("repo") or {}).get("full_name")
+    if head_repo != req.full_name:
+        # A fork: the installation token cannot move the fork's branch. Suggest instead.
+        await _suggest(gh, req, patch or "")
+        return outcome_for(
+            diagnoses,
+            plan,
+            budget=budget,
+            repair=repair,
+            patch=patch,
+            push_note=_local_apply_note(pull, "The PR comes from a fork Shepherd cannot push to."),
+        )
+    new_sha = await _commit_via_api(
+        gh, req, wt, changes, message=message, base_tree=await _tree_of(wt)
+    )
+    await record(
+        EventKind.PUSH_INTENT, expected_sha=req.sha, new_sha=new_sha, branch=pull["head"]["ref"]
+    )
+    try:
+        await gh.update_ref(
+            req.owner, req.repo, f"heads/{pull['head']['ref']}", new_sha, force=False
+        )
+    except PushRejected as exc:
+        await record(EventKind.PUSHED, expected_sha=req.sha, new_sha=None, rejected=str(exc)[:300])
+        if exc.status == 422:
+            # Not a fast-forward: someone pushed meanwhile. Their push starts a new episode and a
+            # new repair on the new head; never force over it.
+            return Outcome(
+                title="Branch moved; not pushed",
+                outcome=OutcomeKind.NOOP,
+                detail="The PR head changed while repairing; the new head will be evaluated.",
+                failures=[d.record() for d in diagnoses],
+                budget=budget,
+            )
+        await _suggest(gh, req, patch or "")
+        return outcome_for(
+            diagnoses,
+            plan,
+            budget=budget,
+            repair=repair,
+            patch=patch,
+            push_note=_local_apply_note(pull, f"GitHub refused the push ({exc.status})."),
+        )
+    await record(
+        EventKind.PUSHED, expected_sha=req.sha, new_sha=new_sha, files=[c.path for c in changes]
+    )
+    budget = budget.model_copy(update={"ci_rounds_used": 2})
+    return outcome_for(diagnoses, plan, budget=budget, repair=repair, pushed=new_sha)
+
+
+def _local_apply_note(pull: JSONObject, why: str) -> str:
+    branch = pull["head"]["ref"]
+    return (
+        f"{why} To apply it locally: `git fetch origin pull/{pull['number']}/head && "
+        f"git checkout {branch}`, save the patch below as `shepherd.patch`, then "
+        "`git apply shepherd.patch && git commit -am 'Apply Shepherd fix' && git push`."
+    )
+
+
+async def _suggest(gh: RepairGitHub, req: RepairRequest, patch: str) -> None:
+    """Post a small patch as a review comment (the summary always carries the full diff)."""
+    if not patch or patch.count("\n") > MAX_SUGGESTION_LINES or req.pr is None:
+        return
+    try:
+        await gh.create_review(
+            req.owner,
+            req.repo,
+            req.pr,
+            commit_id=req.sha,
+            event="COMMENT",
+            body=f"Shepherd verified this fix but cannot push it here:\n\n```diff\n{patch}\n```",
+        )
+    except GitHubError as exc:
+        log.warning("could not post the review with the patch: %s", exc)
+
+
+async def _recover_push(
+    gh: RepairGitHub, req: RepairRequest, pull: JSONObject, events: Any, record: Any
+) -> Outcome | None:
+    """After a crash between moving the branch and recording it, find our own commit instead of
+    pushing again."""
+    intended = pending_push(events, req.sha)
+    if intended is None:
+        return None
+    ref = await gh.get_ref(req.owner, req.repo, f"heads/{pull['head']['ref']}")
+    if (ref.get("object") or {}).get("sha") == intended:
+        await record(EventKind.PUSHED, expected_sha=req.sha, new_sha=intended, recovered=True)
+        return Outcome(
+            title="Fixed and pushed",
+            outcome=OutcomeKind.FIXED,
+            commit=intended,
+            next_action=NextAction.WAIT_FOR_CI,
+            detail="Recovered after a restart: the fix had been pushed.",
+        )
+    return None
+
+
+async def _report(
+    reporter: Reporter,
+    req: RepairRequest,
+    outcome: Outcome,
+    diagnoses: Sequence[Diagnosis],
+    config: RepoConfig,
+    *,
+    current_labels: Sequence[Any],
+) -> None:
+    output = render_check_run(outcome, annotations=annotations_for(diagnoses))
+    await reporter.check_run(req.sha, output, actions=buttons_for(outcome))
+    await reporter.comment("repair", render_outcome_markdown(outcome), outcome)
+    names = [str(label.get("name")) for label in current_labels if isinstance(label, dict)]
+    if outcome.outcome is OutcomeKind.HANDOFF:
+        await reporter.labels(add=[config.labels.needs_human], current=names)
+    elif outcome.outcome is OutcomeKind.FIXED:
+        await reporter.labels(remove=[config.labels.needs_human], current=names)
+    await reporter._record(
+        EventKind.OUTCOME,
+        sha=req.sha,
+        outcome=outcome.outcome.value,
+        title=outcome.title,
+        budget=outcome.budget.model_dump(),
+    )
+
+
+async def _report_config_problem(reporter: Reporter, req: RepairRequest, loaded: Any) -> Outcome:
+    problem = loaded.error
+    outcome = Outcome(
+        title="Invalid .github/shepherd.yml",
+        detail=f"{problem.message} (line {problem.line})" if problem.line else problem.message,
+        outcome=OutcomeKind.NOOP,
+        owner_action_required=True,
+        next_action=NextAction.CONFIGURE,
+    )
+    annotation = {
+        "path": CONFIG_PATH,
+        "start_line": problem.line or 1,
+        "end_line": problem.line or 1,
+        "annotation_level": "failure",
+        "message": problem.message[:500],
+        "title": "Invalid Shepherd configuration",
+    }
+    output = render_check_run(outcome, annotations=[annotation])
+    output = type(output)(**{**output.__dict__, "conclusion": "neutral"})
+    await reporter.check_run(req.sha, output)
+    return outcome
