@@ -475,25 +475,31 @@ class Workspaces:
         self._dirs()
         async with self._mirror_lock(mirror):
             await self._ensure_mirror(mirror, url)
-            await self._run(
-                [
-                    "fetch",
-                    "--prune",
-                    "--no-tags",
-                    "--quiet",
-                    "origin",
-                    *_default_refspecs(),
-                    *refspecs,
-                ],
-                cwd=mirror,
-                token=token,
-                url=url,
-            )
+            try:
+                await self._run(
+                    [
+                        "fetch",
+                        "--prune",
+                        "--no-tags",
+                        "--quiet",
+                        "origin",
+                        *_default_refspecs(),
+                        *refspecs,
+                    ],
+                    cwd=mirror,
+                    token=token,
+                    url=url,
+                )
+            except WorkspaceError as exc:
+                # Network trouble, a GitHub 5xx or an expired token: worth another try later
+                # (with a fresh token).
+                exc.retryable = True
+                raise
             if wanted and not await self._has_commit(mirror, wanted):
                 # GitHub serves any reachable commit by SHA (protocol v2); a commit reachable
                 # only from a ref we do not fetch (a fork PR's head) arrives this way or through
                 # refs/pull/N/head in ``refs``.
-                await self._run(
+                by_sha = await self._run(
                     ["fetch", "--no-tags", "--quiet", "origin", wanted],
                     cwd=mirror,
                     token=token,
@@ -501,7 +507,10 @@ class Workspaces:
                     check=False,
                 )
                 if not await self._has_commit(mirror, wanted):
-                    raise WorkspaceError(f"commit {wanted} is not available from the remote")
+                    raise WorkspaceError(
+                        f"commit {wanted} is not available from the remote: "
+                        f"{by_sha.stderr.strip()[-500:]}"
+                    )
         return mirror
 
     @contextlib.asynccontextmanager

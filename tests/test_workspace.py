@@ -619,8 +619,9 @@ async def test_push_refused_by_remote_hook_is_rejected(ws: Workspaces, remote: R
     hook.chmod(0o755)
     async with ws.checkout(remote.url, "octo/demo", remote.shas[0], job_id="p") as wt:
         await _fixed_commit(wt)
-        with pytest.raises(PushRejected):
+        with pytest.raises(PushRejected, match="pre-receive hook declined"):
             await push(wt, remote.url, "main", expected_sha=remote.shas[0], token=None)
+    assert remote.branch_sha("main") == remote.shas[0]
 
 
 async def test_push_to_unreachable_remote_is_workspace_error(
