@@ -578,9 +578,8 @@ SOURCE_SUFFIXES = (
 )
 
 
-def is_test_path(path: str, _regex: re.Pattern[str] | None = None) -> bool:
-    regex = _regex or _TEST_REGEX
-    return regex.match(path.lstrip("/")) is not None
+def is_test_path(path: str) -> bool:
+    return _TEST_REGEX.match(path.lstrip("/")) is not None
 
 
 def is_source_path(path: str) -> bool:
@@ -594,6 +593,9 @@ def _compiled(globs: Sequence[str]) -> re.Pattern[str]:
 
 
 _TEST_REGEX = _compiled(TEST_GLOBS)
+_CI_REGEX = _compiled(CI_CONFIG_GLOBS)
+_DEPENDENCY_REGEX = _compiled(DEPENDENCY_GLOBS)
+_MIGRATION_REGEX = _compiled(MIGRATION_GLOBS)
 
 
 def risk_flags(
@@ -621,13 +623,13 @@ def risk_flags(
         ]
 
     flags: list[RiskFlag] = []
-    ci = touching(_compiled(CI_CONFIG_GLOBS))
+    ci = touching(_CI_REGEX)
     if ci:
         flags.append(flag("ci-config", "changes CI or workflow configuration", ci))
-    deps = touching(_compiled(DEPENDENCY_GLOBS))
+    deps = touching(_DEPENDENCY_REGEX)
     if deps:
         flags.append(flag("dependencies", "changes dependency manifests or lockfiles", deps))
-    migrations = touching(_compiled(MIGRATION_GLOBS))
+    migrations = touching(_MIGRATION_REGEX)
     if migrations:
         flags.append(flag("migrations", "changes database migrations", migrations))
     security = touching(_compiled([*DEFAULT_SECURITY_GLOBS, *security_paths]))
@@ -835,8 +837,9 @@ def detect_agent(
     """Decide whether a PR was written by an AI coding agent, and show why.
 
     Signals, strongest first: the author's login (a known agent, Shepherd, a configured login),
-    ``Co-authored-by`` trailers of known agents or of any other ``[bot]`` account,
-    ``Shepherd-Job`` trailers, PR body markers, branch prefixes. The verdict's ``agent`` is the
+    ``Co-authored-by`` trailers of known agents or of any other ``[bot]`` account (one commit
+    is enough), a ``Shepherd-Job`` trailer on every commit (Shepherd's fix commits on someone
+    else's PR do not make it an agent PR), PR body markers, branch prefixes. The verdict's ``agent`` is the
     one with the strongest signal; ``evidence`` lists every signal found.
 
     ``launched_by`` is the human who started the agent when the PR shows it: the human author of
@@ -862,13 +865,13 @@ def detect_agent(
         evidence.append(f"author {_code(login)} is listed as an agent in the config")
 
     human_coauthors: list[str] = []
+    shepherd_commits = 0
     for message in commit_messages:
-        for key, value in parse_trailers(message):
-            key_lower = key.lower()
-            if key_lower == SHEPHERD_TRAILER.lower():
-                _add(candidates, SHEPHERD_AGENT)
-                _add(evidence, f"commit trailer {_code(f'{key}: {value}')}")
-            if key_lower != "co-authored-by":
+        trailers = parse_trailers(message)
+        if any(key.lower() == SHEPHERD_TRAILER.lower() for key, _ in trailers):
+            shepherd_commits += 1
+        for key, value in trailers:
+            if key.lower() != "co-authored-by":
                 continue
             agent = _agent_for_coauthor(value)
             if agent is not None:
@@ -878,6 +881,11 @@ def detect_agent(
             noreply = _NOREPLY_LOGIN.search(value)
             if noreply is not None and not noreply.group(1).lower().endswith("[bot]"):
                 _add(human_coauthors, noreply.group(1))
+    # Shepherd's fix commits land on other people's PRs too; only a PR made of nothing but
+    # Shepherd commits is Shepherd's own.
+    if commit_messages and shepherd_commits == len(commit_messages):
+        _add(candidates, SHEPHERD_AGENT)
+        evidence.append(f"every commit carries a {_code(SHEPHERD_TRAILER)} trailer")
 
     if body:
         for agent_def in KNOWN_AGENTS:
@@ -983,6 +991,42 @@ class Triage:
         if self.agent.is_agent:
             labels.append(self.agent_label)
         return tuple(dict.fromkeys(labels))
+
+    def as_json(self) -> dict[str, Any]:
+        """The triage part of the JSON outcome (per-file details left out; paths capped)."""
+        return {
+            "files": self.files,
+            "additions": self.additions,
+            "deletions": self.deletions,
+            "changed_lines": self.changed_lines,
+            "excluded": list(self.excluded[:_JSON_PATHS]),
+            "excluded_count": len(self.excluded),
+            "size": self.size,
+            "areas": list(self.areas),
+            "risks": [
+                {
+                    "code": flag.code,
+                    "label": flag.label,
+                    "reason": flag.reason,
+                    "paths": list(flag.paths[:_JSON_PATHS]),
+                }
+                for flag in self.risks
+            ],
+            "agent": {
+                "kind": self.agent.kind,
+                "is_agent": self.agent.is_agent,
+                "name": self.agent.agent,
+                "evidence": list(self.agent.evidence),
+                "launched_by": self.agent.launched_by,
+            },
+            "reviewers": list(self.reviewers),
+            "policy_findings": list(self.policy_findings),
+            "labels": list(self.labels),
+            "partial": self.partial,
+        }
+
+
+_JSON_PATHS = 50
 
 
 def managed_labels(config: TriageConfig) -> frozenset[str]:

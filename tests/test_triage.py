@@ -565,6 +565,24 @@ AGENT_CASES: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
         "alice",
     ),
     (
+        "shepherd fix commit on a human PR",
+        pr(commit_messages=["Add feature", "style: ruff format\n\nShepherd-Job: 17"]),
+        "human",
+        None,
+        None,
+    ),
+    (
+        "shepherd fix commit on a dependabot PR",
+        pr(
+            author_login="dependabot[bot]",
+            author_type="Bot",
+            commit_messages=["Bump x", "fix lockfile\n\nShepherd-Job: 3"],
+        ),
+        "dependency-bot",
+        None,
+        None,
+    ),
+    (
         "configured login",
         pr(author_login="our-agent", configured_logins=["Our-Agent"]),
         "agent",
@@ -813,3 +831,20 @@ def test_diff_facts_unusual_names(tmp_path: Path) -> None:
     assert sorted(facts.files, key=lambda f: f.path) == sorted(
         files_from_api(api_files(repo), generated=NO_GENERATED), key=lambda f: f.path
     )
+
+
+def test_triage_as_json_round_trips() -> None:
+    t = agent_triage(require_tests=True)
+    data = json.loads(json.dumps(t.as_json()))
+    assert data["size"] == "size/L"
+    assert data["agent"] == {
+        "kind": "agent",
+        "is_agent": True,
+        "name": "Claude",
+        "evidence": list(t.agent.evidence),
+        "launched_by": "bob",
+    }
+    assert [r["code"] for r in data["risks"]] == ["ci-config", "dependencies", "no-tests"]
+    assert data["excluded"] == ["uv.lock"]
+    assert data["labels"][-1] == AGENT_LABEL
+    assert data["policy_findings"] == list(t.policy_findings)
