@@ -22,7 +22,7 @@ ENV UV_PROJECT_ENVIRONMENT=/app/.venv \
     SHEPHERD_DATA_DIR=/data \
     PYTHONUNBUFFERED=1
 RUN uv sync --locked --no-dev \
- && SHEPHERD_SKIP_APT=1 bash scripts/install-system-deps.sh \
+ && bash scripts/install-system-deps.sh \
  && mkdir -p /data && chown shepherd:shepherd /data
 
 USER shepherd

@@ -116,23 +116,23 @@ class WorkerPool:
     async def stop(self) -> None:
         """Stop leasing, let in-flight work finish within the grace period, then cancel."""
         self._stopping.set()
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(
-            self._tasks, timeout=self.settings.shutdown_grace_seconds
-        )
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if pending:
-            log.warning(
-                "%d worker(s) cancelled after the %.0f s grace period",
-                len(pending),
-                self.settings.shutdown_grace_seconds,
+        if self._tasks:
+            _, pending = await asyncio.wait(
+                self._tasks, timeout=self.settings.shutdown_grace_seconds
             )
-        self._tasks.clear()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning(
+                    "%d worker(s) cancelled after the %.0f s grace period",
+                    len(pending),
+                    self.settings.shutdown_grace_seconds,
+                )
+            self._tasks.clear()
         if self._deps is not None:
             await self._deps.close()
+            self._deps = None
 
     def health(self) -> str:
         if self.count == 0:

@@ -1,0 +1,203 @@
+"""End-to-end harness: the real server and workers, the GitHub simulator, a bare git remote.
+
+Everything runs for real over HTTP on 127.0.0.1; only time is compressed (no debounce, short
+settle waits).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bot.settings import Settings
+from bot.web import METRICS, STORE, create_app
+from bot.worker import WorkerPool
+from tests.conftest import SHARED, load_payload, webhook_headers
+from tests.ghsim import (
+    GitHubSim,
+    SimJob,
+    SimPull,
+    SimRepo,
+    SimRun,
+    commit_files,
+    init_bare_repo,
+    start_simulator,
+)
+
+Client = TestClient[web.Request, web.Application]
+
+
+def scenario_files(name: str) -> dict[str, str]:
+    root = SHARED / "scenarios" / "cases" / name / "repo"
+    return {
+        str(p.relative_to(root)): p.read_text(encoding="utf-8")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".git" not in p.parts
+    }
+
+
+def scenario_log(name: str) -> str:
+    return (SHARED / "scenarios" / "cases" / name / "job.log").read_text(encoding="utf-8-sig")
+
+
+def git(bare: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=bare, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@dataclass
+class World:
+    sim: GitHubSim
+    repo: SimRepo
+    bare: Path
+    base_sha: str
+    client: Client
+    pool: WorkerPool
+    settings: Settings
+
+    def open_pull(
+        self,
+        branch: str,
+        files: dict[str, str | None],
+        *,
+        number: int,
+        user: str = "alice",
+        body: str = "",
+        title: str = "A change",
+        message: str = "Change things",
+        **extra: Any,
+    ) -> SimPull:
+        sha = commit_files(self.bare, branch, files, message)
+        git(self.bare, "update-ref", f"refs/pull/{number}/head", sha)  # as GitHub keeps it
+        return self.sim.add_pull(
+            self.repo,
+            head_ref=branch,
+            head_sha=sha,
+            base_sha=self.base_sha,
+            number=number,
+            user=user,
+            body=body,
+            title=title,
+            **extra,
+        )
+
+    def fail_job(self, sha: str, name: str, log: str) -> tuple[SimRun, SimJob]:
+        """A failed GitHub Actions job on ``sha``, visible as its check run (id = job id)."""
+        run = self.sim.add_run(self.repo, head_sha=sha, jobs=[(name, log)])
+        job = run.jobs[0]
+        self.sim.check_runs[job.id] = {
+            "id": job.id,
+            "head_sha": sha,
+            "name": name,
+            "status": "completed",
+            "conclusion": "failure",
+            "started_at": "2026-11-17T07:02:44Z",
+            "completed_at": "2026-11-17T07:03:44Z",
+            "output": {"title": None, "summary": None, "text": None, "annotations_count": 0},
+            "app": {"id": 15368, "slug": "github-actions"},
+            "_repo": self.repo.full_name,
+        }
+        return run, job
+
+    def repo_payload(self) -> dict[str, Any]:
+        return {
+            "id": self.repo.id,
+            "name": self.repo.name,
+            "full_name": self.repo.full_name,
+            "owner": {"login": self.repo.owner, "id": 1, "type": "Organization"},
+            "clone_url": self.repo.clone_url,
+            "default_branch": "main",
+            "private": False,
+            "fork": False,
+        }
+
+    def workflow_job_event(self, run: SimRun, job: SimJob, *, attempt: int = 1) -> dict[str, Any]:
+        payload = copy.deepcopy(
+            load_payload("workflow_job", "completed.failure.with-organization.payload.json")
+        )
+        payload["installation"] = {"id": self.repo.installation_id}
+        payload["repository"].update(self.repo_payload())
+        payload["workflow_job"].update(
+            {
+                "id": job.id,
+                "run_id": run.id,
+                "run_attempt": attempt,
+                "head_sha": job.head_sha,
+                "name": job.name,
+                "conclusion": "failure",
+                "status": "completed",
+            }
+        )
+        return payload
+
+    async def deliver(
+        self, event: str, payload: dict[str, Any], *, delivery: str | None = None
+    ) -> int:
+        body = json.dumps(payload).encode()
+        resp = await self.client.post(
+            "/webhook", data=body, headers=webhook_headers(event, body, delivery=delivery)
+        )
+        return resp.status
+
+    async def drain(self, rounds: int = 50) -> None:
+        """Run the worker until it finds nothing to do."""
+        idle = 0
+        for _ in range(rounds):
+            worked = await self.pool.run_once("test-worker")
+            idle = 0 if worked else idle + 1
+            if idle >= 2:
+                return
+        raise AssertionError("worker did not become idle")
+
+    def branch_sha(self, branch: str) -> str:
+        return git(self.bare, "rev-parse", f"refs/heads/{branch}")
+
+    def shepherd_runs(self, sha: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.sim.check_runs.values()
+            if r["head_sha"] == sha and r["name"] == "shepherd"
+        ]
+
+    def sticky_comments(self, pr: int) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.sim.comments.values()
+            if c["_issue"] == pr and "<!-- shepherd:sticky -->" in c["body"]
+        ]
+
+
+@pytest_asyncio.fixture
+async def world(
+    tmp_path: Path, aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> AsyncIterator[World]:
+    sim, base_url = await start_simulator()
+    bare, base_sha = init_bare_repo(
+        tmp_path / "remote" / "acme" / "widgets.git", {"README.md": "widgets\n"}
+    )
+    repo = sim.add_repo("acme", "widgets", git_dir=bare)
+    settings = make_settings(
+        github_app_id=sim.app_id,
+        github_private_key=sim.private_key_pem,
+        github_api_url=base_url,
+        settle_timeout_seconds=2,
+        settle_poll_seconds=0.1,
+    )
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    pool = WorkerPool(store=app[STORE], settings=settings, metrics=app[METRICS], count=0)
+    try:
+        yield World(sim, repo, bare, base_sha, client, pool, settings)
+    finally:
+        await pool.stop()
+        await sim.close()

@@ -1,0 +1,137 @@
+"""The repair ladder end to end: webhook → server → worker → GitHub simulator + bare git remote."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from bot.summary import extract_outcome
+from tests.e2e_support import World, git, scenario_files, scenario_log, world  # noqa: F401
+
+RUFF = "af-ruff-check-unused-imports"
+
+
+def _tree_passes_ruff(bare: Path, sha: str, tmp: Path) -> bool:
+    out = tmp / "check"
+    subprocess.run(["git", "clone", "-q", str(bare), str(out)], check=True)
+    subprocess.run(["git", "checkout", "-q", sha], cwd=out, check=True)
+    done = subprocess.run(
+        [str(Path(".venv/bin/ruff").resolve()), "check", "."],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+async def test_autofix_pushes_one_commit_then_hands_off_on_its_own_commit(
+    world: World, tmp_path: Path
+) -> None:
+    pull = world.open_pull("feature", scenario_files(RUFF), number=142)
+    head = pull.head_sha
+    run, job = world.fail_job(head, "lint", scenario_log(RUFF))
+
+    assert await world.deliver("workflow_job", world.workflow_job_event(run, job)) == 202
+    await world.drain()
+
+    new_head = world.branch_sha("feature")
+    assert new_head != head
+    assert git(world.bare, "rev-parse", f"{new_head}^") == head  # exactly one commit, on the head
+    message = git(world.bare, "log", "-1", "--format=%B", new_head)
+    assert "Shepherd-Job: acme/widgets#142/" in message
+    assert _tree_passes_ruff(world.bare, new_head, tmp_path)
+
+    [check] = world.shepherd_runs(head)
+    assert check["conclusion"] == "success"
+    [comment] = world.sticky_comments(142)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["outcome"] == "fixed"
+    assert outcome["failures"][0]["fixers"] == ["ruff-check"]
+    assert outcome["commit"] == new_head
+    world.sim.assert_no_violations()
+
+    # CI fails again, now on Shepherd's own commit: hand off, never re-fix.
+    run2, job2 = world.fail_job(new_head, "lint", scenario_log(RUFF))
+    assert await world.deliver("workflow_job", world.workflow_job_event(run2, job2)) == 202
+    await world.drain()
+    assert world.branch_sha("feature") == new_head  # no push
+    [comment] = world.sticky_comments(142)  # edited, not a second comment
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["outcome"] == "handoff"
+    assert outcome["budget"]["ci_rounds_used"] == 2
+    assert "shepherd/needs-human" in world.sim.pulls[("acme/widgets", 142)].labels
+    world.sim.assert_no_violations()
+
+
+async def test_redelivery_of_the_failure_is_processed_once(world: World) -> None:
+    pull = world.open_pull("feature", scenario_files(RUFF), number=7)
+    run, job = world.fail_job(pull.head_sha, "lint", scenario_log(RUFF))
+    event = world.workflow_job_event(run, job)
+    assert await world.deliver("workflow_job", event, delivery="same") == 202
+    assert await world.deliver("workflow_job", event, delivery="same") == 200
+    await world.drain()
+    assert len(world.sim.calls("git/update-ref")) == 1
+
+
+async def test_infra_failure_reruns_once_then_hands_off(world: World) -> None:
+    pull = world.open_pull("flaky", {"app.py": "print('hi')\n"}, number=9)
+    log = scenario_log("in-pip-index-timeout")
+    run, job = world.fail_job(pull.head_sha, "test", log)
+    assert await world.deliver("workflow_job", world.workflow_job_event(run, job)) == 202
+    await world.drain()
+    assert run.rerun_failed_jobs == 1
+    assert world.branch_sha("flaky") == pull.head_sha
+
+    # The re-run fails the same way (attempt 2, same SHA): no second re-run.
+    job.log = log
+    world.sim.check_runs[job.id]["conclusion"] = "failure"
+    assert await world.deliver("workflow_job", world.workflow_job_event(run, job, attempt=2)) == 202
+    await world.drain()
+    assert run.rerun_failed_jobs == 1
+    [comment] = world.sticky_comments(9)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["outcome"] == "handoff"
+    assert outcome["retryable"] is True
+    world.sim.assert_no_violations()
+
+
+async def test_human_failure_never_changes_code(world: World) -> None:
+    pull = world.open_pull("leak", scenario_files("hu-secret-detected"), number=33)
+    run, job = world.fail_job(pull.head_sha, "secret-scan", scenario_log("hu-secret-detected"))
+    await world.deliver("workflow_job", world.workflow_job_event(run, job))
+    await world.drain()
+    assert world.branch_sha("leak") == pull.head_sha
+    assert not world.sim.calls("git/create-commit")
+    [comment] = world.sticky_comments(33)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["outcome"] == "handoff"
+    assert outcome["failures"][0]["category"] == "human"
+
+
+async def test_fork_pr_gets_the_patch_not_a_push(world: World) -> None:
+    pull = world.open_pull(
+        "fork-feature",
+        scenario_files(RUFF),
+        number=12,
+        head_repo_full_name="mallory/widgets",
+        maintainer_can_modify=False,
+    )
+    run, job = world.fail_job(pull.head_sha, "lint", scenario_log(RUFF))
+    event = world.workflow_job_event(run, job)
+    await world.deliver("workflow_job", event)
+    await world.drain()
+    assert world.branch_sha("fork-feature") == pull.head_sha
+    assert not world.sim.calls("git/update-ref")
+    [comment] = world.sticky_comments(12)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["outcome"] == "handoff"
+    assert outcome["next_action"] == "apply_patch"
+    assert outcome["patch"] and "render.py" in outcome["patch"]
+    assert "git apply" in comment["body"]
+    world.sim.assert_no_violations()
