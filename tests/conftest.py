@@ -15,6 +15,9 @@ import pytest
 
 from bot.settings import Settings
 
+# Fixtures that live beside their support code: the GitHub simulator and the end-to-end world.
+pytest_plugins = ["tests.ghsim", "tests.e2e_support"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 WEBHOOK_SECRET = "test-webhook-secret"

@@ -77,17 +77,29 @@ class Operation:
     body_required: bool
 
 
-def _strip_discriminators(node: Any) -> Any:
-    """Drop ``discriminator`` keywords.
+_SPEC_URI = "urn:ghsim:openapi-subset"
 
-    GitHub's ``checks/create`` declares ``discriminator: {propertyName: status}`` without a
-    mapping, so a strict OpenAPI validator looks for ``#/components/schemas/completed`` and fails;
-    the ``oneOf`` beside it already says everything the discriminator means.
+
+def _prepare_schema(node: Any) -> Any:
+    """Make a request-body schema validatable on its own.
+
+    Local ``#/components/...`` references are pointed at the registered document. And
+    ``discriminator`` keywords are dropped: GitHub's ``checks/create`` declares
+    ``discriminator: {propertyName: status}`` without a mapping, so a strict OpenAPI validator
+    looks for ``#/components/schemas/completed`` and fails; the ``oneOf`` beside it already says
+    everything the discriminator means.
     """
     if isinstance(node, dict):
-        return {k: _strip_discriminators(v) for k, v in node.items() if k != "discriminator"}
+        out = {}
+        for key, value in node.items():
+            if key == "discriminator":
+                continue
+            if key == "$ref" and isinstance(value, str) and value.startswith("#"):
+                value = _SPEC_URI + value
+            out[key] = _prepare_schema(value)
+        return out
     if isinstance(node, list):
-        return [_strip_discriminators(v) for v in node]
+        return [_prepare_schema(v) for v in node]
     return node
 
 
@@ -110,7 +122,7 @@ class OpenAPIIndex:
     def __init__(self, spec: JSON) -> None:
         self.spec = spec
         self.registry: Registry[Any] = Registry().with_resource(
-            "", Resource.from_contents(spec, default_specification=DRAFT4)
+            _SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT4)
         )
         self.operations: list[Operation] = []
         for path, item in spec["paths"].items():
@@ -125,7 +137,7 @@ class OpenAPIIndex:
                         body = self._resolve(body["$ref"])
                     content = body.get("content", {}).get("application/json")
                     if content is not None:
-                        schema = _strip_discriminators(content.get("schema", {}))
+                        schema = _prepare_schema(content.get("schema", {}))
                     required = bool(body.get("required", False))
                 self.operations.append(
                     Operation(
@@ -165,11 +177,16 @@ class OpenAPIIndex:
         if not present:
             return [f"{op.operation_id}: request body is required"] if op.body_required else []
         validator = OAS30Validator(op.body_schema, registry=self.registry)
-        return [
-            f"{op.operation_id}: {'/'.join(map(str, e.absolute_path)) or '<body>'}: "
-            f"{e.message[:300]}"
-            for e in validator.iter_errors(body)
-        ]
+        out = []
+        for error in validator.iter_errors(body):
+            where = "/".join(map(str, error.absolute_path)) or "<body>"
+            # For oneOf/anyOf the useful part is why each alternative failed.
+            because = "; ".join(sorted({sub.message[:200] for sub in error.context or []}))
+            out.append(
+                f"{op.operation_id}: {where}: [{error.validator}] {error.message[:300]}"
+                + (f" (because: {because})" if because else "")
+            )
+        return out
 
 
 @functools.cache
@@ -1349,12 +1366,11 @@ class GitHubSim:
                     ).strip()
                 else:
                     sha = entry.get("sha")
-                if sha is None:
-                    await self._git(repo, "update-index", "--force-remove", "--", path, env=env)
-                    continue
-                mode = entry.get("mode", "100644")
+                # Mode 0 removes the path; --index-info works without a work tree (bare repo).
+                mode = "0" if sha is None else entry.get("mode", "100644")
+                line = f"{mode} {sha or _ZERO_SHA}\t{path}\n"
                 await self._git(
-                    repo, "update-index", "--add", "--cacheinfo", f"{mode},{sha},{path}", env=env
+                    repo, "update-index", "--index-info", input_bytes=line.encode(), env=env
                 )
             tree_sha = (await self._git(repo, "write-tree", env=env)).strip()
         listing = await self._git(repo, "ls-tree", "-r", tree_sha)
@@ -1516,7 +1532,14 @@ def commit_files(
             _run_git(bare, "read-tree", parent, env=env)
         for path, content in files.items():
             if content is None:
-                _run_git(bare, "update-index", "--force-remove", "--", path, env=env)
+                subprocess.run(
+                    ["git", "update-index", "--index-info"],
+                    cwd=bare,
+                    input=f"0 {_ZERO_SHA}\t{path}\n",
+                    env={**os.environ, **env},
+                    text=True,
+                    check=True,
+                )
                 continue
             blob = subprocess.run(
                 ["git", "hash-object", "-w", "--stdin"],

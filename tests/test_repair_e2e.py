@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from bot.summary import extract_outcome
-from tests.e2e_support import World, git, scenario_files, scenario_log, world  # noqa: F401
+from tests.e2e_support import World, git, scenario_files, scenario_log
 
 RUFF = "af-ruff-check-unused-imports"
 
@@ -132,6 +132,6 @@ async def test_fork_pr_gets_the_patch_not_a_push(world: World) -> None:
     assert outcome is not None
     assert outcome["outcome"] == "handoff"
     assert outcome["next_action"] == "apply_patch"
-    assert outcome["patch"] and "render.py" in outcome["patch"]
+    assert "render.py" in (outcome["patch"] or "")
     assert "git apply" in comment["body"]
     world.sim.assert_no_violations()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bot.store import (
     SqliteStore,
     Store,
     open_store,
+    postgres,
 )
 from tests.store_support import BACKENDS, opened, postgres_url, store_url
 
@@ -535,22 +537,28 @@ async def test_wait_for_work_wakes_in_process_on_record(store: Store) -> None:
 # -- the must-show: per-key serialization across two independent stores ----------------------
 
 
-async def test_two_stores_never_run_two_jobs_with_the_same_concurrency_key(url: str) -> None:
-    keys = [f"octo/repo#{n}" for n in range(4)]
-    total = 48
+@dataclass
+class StressReport:
+    overlaps: list[tuple[str, int]] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+    most_keys_at_once: int = 0
+
+
+async def run_two_workers_pools(
+    url: str, *, total: int, keys: list[str], hold: float = 0.002
+) -> StressReport:
+    """Two independent stores (two pools or two SQLite connections, as two processes would
+    have), eight concurrent workers on each, all leasing from one queue of keyed jobs."""
+    report = StressReport()
     async with opened(url) as one, opened(url) as two:
         for n in range(total):
             await one.upsert_job(
                 job(f"j{n}", concurrency_key=keys[n % len(keys)], run_after=now() - HOUR)
             )
         running: dict[str, int] = dict.fromkeys(keys, 0)
-        overlaps: list[tuple[str, int]] = []
-        finished: list[int] = []
-        most_keys_at_once = 0
 
         async def worker(store: Store, owner: str) -> None:
-            nonlocal most_keys_at_once
-            while len(finished) < total:
+            while len(report.finished) < total:
                 leased = await store.lease_job(owner, 30)
                 if leased is None:
                     await asyncio.sleep(0.001)
@@ -558,25 +566,48 @@ async def test_two_stores_never_run_two_jobs_with_the_same_concurrency_key(url: 
                 key = leased.concurrency_key
                 assert key is not None
                 if running[key]:
-                    overlaps.append((key, leased.id))
+                    report.overlaps.append((key, leased.id))
                 running[key] += 1
-                most_keys_at_once = max(most_keys_at_once, sum(1 for v in running.values() if v))
-                await asyncio.sleep(0.002)  # hold the key while the others keep trying
+                report.most_keys_at_once = max(
+                    report.most_keys_at_once, sum(1 for v in running.values() if v)
+                )
+                await asyncio.sleep(hold)  # hold the key while the others keep trying
                 # Leave the critical section before the completion commits, so any overlap we
                 # record is a real one.
                 running[key] -= 1
                 assert await store.complete_job(leased.id, owner, outcome="done")
-                finished.append(leased.id)
+                report.finished.append(leased.id)
 
         workers = [worker(s, f"{tag}{n}") for tag, s in (("a", one), ("b", two)) for n in range(8)]
         await asyncio.wait_for(asyncio.gather(*workers), 60)
-
-        assert overlaps == []
-        assert sorted(finished) == sorted(set(finished))  # each job ran once
-        assert len(finished) == total
-        assert most_keys_at_once >= 2  # the keys did run in parallel with each other
         stats = await two.stats()
-        assert stats.jobs[JobState.DONE] == total
+    assert stats.jobs[JobState.DONE] == total
+    return report
+
+
+async def test_two_stores_never_run_two_jobs_with_the_same_concurrency_key(url: str) -> None:
+    report = await run_two_workers_pools(url, total=48, keys=[f"octo/repo#{n}" for n in range(4)])
+    assert report.overlaps == []
+    assert sorted(report.finished) == sorted(set(report.finished))  # each job ran once
+    assert len(report.finished) == 48
+    assert report.most_keys_at_once >= 2  # different keys did run in parallel
+
+
+async def test_postgres_key_guard_holds_even_with_a_wide_race_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the guard exists for: worker B's candidate query takes its snapshot, worker A
+    leases a job of the same key and commits, then B locks the key. Sleeping inside the
+    candidate statement (after its snapshot) makes that interleaving common; a guard that
+    trusted the candidate query's NOT EXISTS, or took the lock without re-checking in a new
+    statement, fails here."""
+    widened = f"SELECT c.* FROM pg_sleep(0.003), ({postgres._LEASE_CANDIDATES_SQL}) AS c"  # noqa: S608
+    monkeypatch.setattr(postgres, "_LEASE_CANDIDATES_SQL", widened)
+    async with store_url("postgres", tmp_path) as location:
+        # Each job holds its key longer than the widened window, so an overlap is seen.
+        report = await run_two_workers_pools(location, total=24, keys=["o/r#1", "o/r#2"], hold=0.02)
+    assert report.overlaps == []
+    assert len(report.finished) == 24
 
 
 # -- the batching mechanism itself -------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""The whitespace fixer: matching, (before, after) tables through the real sandbox, the scenario."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixers.base import WorktreeFiles
+from fixers.whitespace import WHITESPACE, configured_args, failed_hooks
+from tests.fixer_support import (
+    all_cases,
+    apply_fixer,
+    case_dir,
+    case_expect,
+    case_log,
+    copy_case,
+    make_log,
+    make_repo,
+    read_files,
+    run_in_sandbox,
+)
+
+ALL_FAILED = make_log(
+    "pre-commit run --all-files",
+    "trim trailing whitespace.................................................Failed\n"
+    "fix end of files.........................................................Failed\n"
+    "mixed line ending........................................................Failed\n",
+)
+
+FIXES = [
+    ("a = 1   \nb = 2\t\n", "a = 1\nb = 2\n"),
+    ("no newline at end", "no newline at end\n"),
+    ("too many\n\n\n", "too many\n"),
+    ("mixed\r\nendings\r\nhere\n", "mixed\r\nendings\r\nhere\r\n"),
+]
+CLEAN = ["clean\n", "", "two\nlines\n"]
+
+
+@pytest.mark.parametrize(("before", "after"), FIXES)
+async def test_fixes(tmp_path: Path, before: str, after: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"notes.txt": before})
+    result = await apply_fixer(WHITESPACE, repo, ALL_FAILED)
+    assert read_files(repo, ["notes.txt"]) == {"notes.txt": after}
+    assert result.changed
+    assert result.self_check_passed
+    assert result.tool_version is not None
+    assert result.tool_version.startswith("pre-commit-hooks ")
+
+
+@pytest.mark.parametrize("clean", CLEAN)
+async def test_clean_input_is_a_noop(tmp_path: Path, clean: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"notes.txt": clean})
+    result = await apply_fixer(WHITESPACE, repo, ALL_FAILED)
+    assert not result.changed
+    assert result.self_check_passed
+
+
+async def test_only_tracked_text_files_outside_protected_paths(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo",
+        {"a.txt": "x  \n", "vendor/b.txt": "y  \n", "img.bin": b"\x00\x01  \n", "-n.txt": "z \n"},
+    )
+    (repo / "untracked.txt").write_text("u  \n")
+    result = await apply_fixer(WHITESPACE, repo, ALL_FAILED, protected=["vendor/"])
+    assert read_files(repo, ["a.txt", "vendor/b.txt", "untracked.txt", "-n.txt"]) == {
+        "a.txt": "x\n",
+        "vendor/b.txt": "y  \n",
+        "untracked.txt": "u  \n",
+        "-n.txt": "z\n",
+    }
+    assert (repo / "img.bin").read_bytes() == b"\x00\x01  \n"
+    assert result.changed
+
+
+async def test_only_the_failed_hooks_run(tmp_path: Path) -> None:
+    log = make_log(
+        "pre-commit run -a", "fix end of files......Failed\n- hook id: end-of-file-fixer\n"
+    )
+    repo = make_repo(tmp_path / "repo", {"a.txt": "x  \ny"})
+    result = await apply_fixer(WHITESPACE, repo, log)
+    assert read_files(repo, ["a.txt"]) == {"a.txt": "x  \ny\n"}
+    assert "end-of-file-fixer" in result.detail
+
+
+def test_failed_hooks_and_config_args() -> None:
+    assert failed_hooks(ALL_FAILED.excerpt) == list(
+        ["trailing-whitespace", "end-of-file-fixer", "mixed-line-ending"]
+    )
+    assert failed_hooks("check yaml....Failed\ntrim trailing whitespace....Passed") == []
+    config = (
+        "repos:\n- repo: local\n  hooks:\n  - id: trailing-whitespace\n"
+        "    args: [--markdown-linebreak-ext=md]\n  - id: mixed-line-ending\n"
+        "    args: ['--fix=lf; rm -rf /']\n"
+    )
+    assert configured_args(config, "trailing-whitespace") == ("--markdown-linebreak-ext=md",)
+    assert configured_args(config, "mixed-line-ending") is None  # not a plain option: ignored
+    assert configured_args("not: [valid", "trailing-whitespace") is None
+
+
+async def test_scenario(tmp_path: Path) -> None:
+    name = "af-whitespace-precommit"
+    repo = copy_case(name, tmp_path / "repo")
+    log = case_log(name)
+    assert WHITESPACE.matches(log, WorktreeFiles(repo))
+    result = await apply_fixer(WHITESPACE, repo, log)
+    assert result.changed
+    assert result.self_check_passed
+    # pre-commit itself is not a project dependency: fetch the version the case pins (network).
+    command = case_expect(name)["must_pass_after"].replace(
+        "pre-commit run", "uvx --from pre-commit==4.7.0 pre-commit run", 1
+    )
+    check = await run_in_sandbox(command, repo, network=True)
+    assert check.ok, check.output
+
+
+@pytest.mark.parametrize("case", all_cases())
+def test_matches_only_its_scenarios(case: str) -> None:
+    expect = case_expect(case)
+    wanted = "whitespace" in [expect.get("fixer"), *expect.get("fixers", [])]
+    assert WHITESPACE.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
