@@ -68,7 +68,7 @@ class World:
     def open_pull(
         self,
         branch: str,
-        files: dict[str, str | None],
+        files: Mapping[str, str | None],
         *,
         number: int,
         user: str = "alice",
