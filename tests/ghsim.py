@@ -221,6 +221,12 @@ def generate_rsa_key() -> tuple[str, str]:
     return private, public
 
 
+@functools.cache
+def shared_test_key() -> tuple[str, str]:
+    """One key pair per test session: RSA generation dominates fixture set-up time otherwise."""
+    return generate_rsa_key()
+
+
 # --- state model ----------------------------------------------------------------------------
 
 
@@ -1477,7 +1483,8 @@ async def start_simulator(**kwargs: Any) -> tuple[GitHubSim, str]:
 @pytest_asyncio.fixture
 async def github_sim() -> AsyncIterator[GitHubSim]:
     """A running simulator with a fresh App key pair (``sim.private_key_pem`` for the client)."""
-    sim, _ = await start_simulator()
+    private_pem, public_pem = shared_test_key()
+    sim, _ = await start_simulator(private_key_pem=private_pem, public_key_pem=public_pem)
     try:
         yield sim
     finally:

@@ -22,7 +22,7 @@ from tests.ghsim import (
     init_bare_repo,
     load_openapi_index,
 )
-from tests.ghsim import github_sim as github_sim  # noqa: F401 - re-exported pytest fixture
+from tests.ghsim import github_sim as github_sim
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from bot.errors import GitHubError, GitHubRateLimited, PushRejected
 from bot.github import API_VERSION, GitHubApp, GitHubClient, GitHubStats, RetryPolicy
 from tests.ghsim import GitHubSim, SimRepo, commit_files, init_bare_repo
-from tests.ghsim import github_sim as github_sim  # noqa: F401 - re-exported pytest fixture
+from tests.ghsim import github_sim as github_sim
 
 FAST = RetryPolicy(max_retries=3, max_total_wait=5.0, backoff_base=0.01, backoff_max=0.05)
 
