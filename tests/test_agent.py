@@ -190,17 +190,20 @@ async def test_correct_fix_of_an_off_by_one_is_kept_and_passes(
     assert "+    start = (page - 1) * per_page" in outcome.diff
     assert (repo / PAGINATION).read_text().count(FIXED) == 1
     assert check_passes(repo, "pytest -ra")
-    assert outcome.turns == 4 and len(h.sim.requests) == 4
+    assert outcome.turns == 4
+    assert len(h.sim.requests) == 4
     # The model saw the file it asked for, and the check's verdict.
     read_result = h.sim.requests[1].tool_results()[0]
     assert "start = page * per_page" in read_result["content"]
     assert read_result["is_error"] is False
     assert h.sim.requests[3].tool_results()[0]["content"].startswith("passed")
     # Usage and cost reported.
-    assert outcome.usage.input_tokens > 0 and outcome.usage.output_tokens > 0
+    assert outcome.usage.input_tokens > 0
+    assert outcome.usage.output_tokens > 0
     assert outcome.usage.cache_creation_input_tokens > 0
     assert outcome.usage.cache_read_input_tokens > 0
-    assert outcome.cost_usd is not None and outcome.cost_usd > 0
+    assert outcome.cost_usd is not None
+    assert outcome.cost_usd > 0
     assert "finished after 4 turn(s)" in result.detail
 
 
@@ -447,7 +450,8 @@ async def test_turn_budget_exhausted_hands_off_and_resets(
 
     outcome = outcome_of(result)
     assert outcome.status == "budget_exhausted"
-    assert outcome.turns == 3 and len(h.sim.requests) == 3
+    assert outcome.turns == 3
+    assert len(h.sim.requests) == 3
     assert "turn limit of 3" in outcome.explanation
     assert "+    start = (page - 1) * per_page" in outcome.diff
     assert result.changed is False
@@ -466,9 +470,10 @@ async def test_prompt_prefix_is_byte_identical_across_turns_and_jobs(
 
     assert outcome_of(first).status == outcome_of(second).status == "finished"
     prefixes = {request.prefix_bytes for request in h.sim.requests}
-    assert len(prefixes) == 1 and len(h.sim.requests) == 8
+    assert len(prefixes) == 1
+    assert len(h.sim.requests) == 8
     # Only the very first request writes the cache; every later one, in either job, reads it.
-    usages = [r for r in (outcome_of(first).usage, outcome_of(second).usage)]
+    usages = [outcome_of(first).usage, outcome_of(second).usage]
     assert usages[0].cache_creation_input_tokens > 0
     assert usages[1].cache_creation_input_tokens == 0
     assert usages[1].cache_read_input_tokens > 0
@@ -560,7 +565,8 @@ def test_context_includes_files_and_agent_instructions_quoted(
 
     assert 'kind="file" path="src/userdir/service.py"' in context
     assert "def email_for(self, username: str) -> str:" in context
-    assert 'path="AGENTS.md"' in context and "Root rules" in context
+    assert 'path="AGENTS.md"' in context
+    assert "Root rules" in context
     assert 'path="src/userdir/CLAUDE.md"' in context
     assert "Not on the path" not in context
     assert 'kind="pull_request_title">\nAdd manager lookups' in context
@@ -587,8 +593,11 @@ def test_commit_message_names_the_model_and_sanitises_the_explanation() -> None:
     )
     message = commit_message(outcome, "claude-sonnet-4-5")
     first_line = message.splitlines()[0]
-    assert "LLM repair" in first_line and "claude-sonnet-4-5" in first_line
-    assert "@octocat" not in message and "<!--" not in message and "\x1b" not in message
+    assert "LLM repair" in first_line
+    assert "claude-sonnet-4-5" in first_line
+    assert "@octocat" not in message
+    assert "<!--" not in message
+    assert "\x1b" not in message
     assert len(message) < 2000
 
 
