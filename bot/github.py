@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -125,6 +126,12 @@ _RETRYABLE_5XX: Final = frozenset({500, 502, 503, 504})
 # GitHub asks clients to wait at least a minute after a secondary rate limit without retry-after.
 # https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit
 _SECONDARY_LIMIT_DEFAULT_WAIT: Final = 60.0
+
+
+# False while a non-idempotent request (e.g. creating a comment) is in flight: a 5xx or a timeout
+# may hide a success, so retrying could post twice. Rate-limit answers are still retried because
+# GitHub did not process those requests. A ContextVar keeps concurrent tasks on one client apart.
+_IDEMPOTENT: contextvars.ContextVar[bool] = contextvars.ContextVar("idempotent", default=True)
 
 
 def _rate_limit_wait(status: int, headers: Mapping[str, str], body: bytes) -> float | None:
@@ -254,7 +261,11 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._observe(method, 0, None)
                 delay = self._retry.backoff(attempt)
-                if attempt > self._retry.max_retries or waited + delay > self._retry.max_total_wait:
+                if (
+                    not _IDEMPOTENT.get()
+                    or attempt > self._retry.max_retries
+                    or waited + delay > self._retry.max_total_wait
+                ):
                     raise GitHubError(
                         self._scrub(
                             f"GitHub {method} {_path_of(url)} failed after {attempt} attempts: "
@@ -268,7 +279,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 wait = _rate_limit_wait(status, resp_headers, data)
                 if wait is not None:
                     delay, reason = wait, f"rate limited ({status})"
-                elif status in _RETRYABLE_5XX:
+                elif status in _RETRYABLE_5XX and _IDEMPOTENT.get():
                     delay, reason = self._retry.backoff(attempt), f"server error ({status})"
                 else:
                     return status, resp_headers, data
@@ -362,9 +373,20 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             async for item in self.getiter(url, accept=JSON_ACCEPT, iterable_key=key):
                 yield cast(JSONObject, item)
 
-    async def _post(self, url: str, data: Any, *, rejected: type[GitHubError] | None = None) -> Any:
-        with self._mapped("POST", url, rejected=rejected):
-            return await self.post(url, data=data, accept=JSON_ACCEPT)
+    async def _post(
+        self,
+        url: str,
+        data: Any,
+        *,
+        rejected: type[GitHubError] | None = None,
+        idempotent: bool = True,
+    ) -> Any:
+        reset = _IDEMPOTENT.set(idempotent)
+        try:
+            with self._mapped("POST", url, rejected=rejected):
+                return await self.post(url, data=data, accept=JSON_ACCEPT)
+        finally:
+            _IDEMPOTENT.reset(reset)
 
     async def _patch(
         self, url: str, data: Any, *, rejected: type[GitHubError] | None = None
@@ -487,7 +509,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         if comments:
             data["comments"] = [dict(c) for c in comments]
         url = f"{self._repo(owner, repo)}/pulls/{number}/reviews"
-        return cast(JSONObject, await self._post(url, data))
+        return cast(JSONObject, await self._post(url, data, idempotent=False))
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -645,7 +667,10 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             completed_at=completed_at,
         )
         body["head_sha"] = head_sha
-        created = cast(JSONObject, await self._post(f"{self._repo(owner, repo)}/check-runs", body))
+        created = cast(
+            JSONObject,
+            await self._post(f"{self._repo(owner, repo)}/check-runs", body, idempotent=False),
+        )
         last = await self._append_annotations(
             owner, repo, int(created["id"]), title=title, summary=summary, rest=rest
         )
@@ -706,7 +731,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     async def create_comment(self, owner: str, repo: str, number: int, body: str) -> JSONObject:
         """``issues/create-comment``."""
         url = f"{self._repo(owner, repo)}/issues/{number}/comments"
-        return cast(JSONObject, await self._post(url, {"body": body}))
+        return cast(JSONObject, await self._post(url, {"body": body}, idempotent=False))
 
     async def update_comment(self, owner: str, repo: str, comment_id: int, body: str) -> JSONObject:
         """``issues/update-comment``."""

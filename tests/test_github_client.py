@@ -172,6 +172,22 @@ async def test_server_errors_exhaust_the_retries(
     assert len(github_sim.calls("repos/get")) == FAST.max_retries + 1
 
 
+async def test_non_idempotent_posts_are_not_retried_on_server_errors(
+    github_sim: GitHubSim, app: GitHubApp, repo: SimRepo, sleeps: list[float]
+) -> None:
+    # The comment may have been created before the 502: retrying could post it twice.
+    github_sim.inject("issues/create-comment", status=502, times=1)
+    client = await app.installation_client(1)
+    with pytest.raises(GitHubError) as info:
+        await client.create_comment("octo", "demo", 1, "once")
+    assert (info.value.status, info.value.retryable) == (502, True)
+    assert len(github_sim.calls("issues/create-comment")) == 1
+    # Content-addressed Git Data writes are safe to repeat.
+    github_sim.inject("git/create-blob", status=502, times=1)
+    assert len(await client.create_blob("octo", "demo", "x")) == 40
+    assert len(github_sim.calls("git/create-blob")) == 2
+
+
 async def test_retry_after_is_honoured(
     github_sim: GitHubSim, app: GitHubApp, repo: SimRepo, sleeps: list[float]
 ) -> None:
