@@ -53,18 +53,29 @@ def generate_log(lines: int) -> bytes:
     return "\n".join(out).encode("utf-8")
 
 
-def main() -> None:
-    lines = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    raw = generate_log(lines)
+def generate_one_line_log(chars: int) -> bytes:
+    """A hostile case: one step printing a single line of ``chars`` characters, no newline."""
+    stamp = "2026-11-17T07:02:44.9032795Z "
+    head = f"{stamp}##[group]Run ./x\n{stamp}shell: /usr/bin/bash -e {{0}}\n{stamp}##[endgroup]\n"
+    return (head + stamp + "\x1b[31merror\x1b[0m " * (chars // 16)).encode("utf-8")
+
+
+def report(label: str, raw: bytes) -> None:
     started = time.perf_counter()
     log = distill(raw)
     elapsed = time.perf_counter() - started
-    print(f"lines:           {lines:,}")
+    print(f"== {label}")
     print(f"raw bytes:       {log.raw_bytes:,}")
     print(f"distilled bytes: {log.distilled_bytes:,} ({log.est_tokens:,} tokens est.)")
     print(f"omitted lines:   {log.omitted_lines:,}")
     print(f"step:            {log.step!r}  exit code: {log.exit_code}")
     print(f"time:            {elapsed * 1000:.0f} ms")
+
+
+def main() -> None:
+    lines = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    report(f"{lines:,} lines", generate_log(lines))
+    report("one 20 MB line", generate_one_line_log(20_000_000))
 
 
 if __name__ == "__main__":

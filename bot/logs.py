@@ -98,6 +98,7 @@ _WEAK_ERROR = re.compile(
 _LONG_STEP_KEYWORDS = ("error", "fail", "traceback", "timed out", "refused", "no space left")
 
 _MAX_LINE_CHARS = 500
+_MAX_RAW_LINE_CHARS = 8 * _MAX_LINE_CHARS
 _CONTEXT_STEPS = (2, 5, 10)
 _TAIL_LINES = 20
 _GAP_COST = 40
@@ -113,6 +114,10 @@ _MAX_OUTSIDE_ERRORS = 10
 
 def clean_line(text: str) -> str:
     """A log line as shown to people and models: no ANSI/control characters, length-capped."""
+    # Cut a giant line before the regexes see it: the cost stays bounded whatever the log holds.
+    overflow = max(0, len(text) - _MAX_RAW_LINE_CHARS)
+    if overflow:
+        text = text[:_MAX_RAW_LINE_CHARS]
     if "\x1b" in text:
         text = _ANSI.sub("", text)
     if "\r" in text:
@@ -120,8 +125,9 @@ def clean_line(text: str) -> str:
         segments = [s for s in text.split("\r") if s.strip()]
         text = segments[-1] if segments else ""
     text = _CONTROL.sub("", text).rstrip()
-    if len(text) > _MAX_LINE_CHARS:
-        text = f"{text[:_MAX_LINE_CHARS]}…[+{len(text) - _MAX_LINE_CHARS} chars]"
+    if len(text) > _MAX_LINE_CHARS or overflow:
+        extra = max(0, len(text) - _MAX_LINE_CHARS) + overflow
+        text = f"{text[:_MAX_LINE_CHARS]}…[+{extra} chars]"
     return text
 
 

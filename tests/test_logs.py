@@ -417,3 +417,13 @@ def test_hostile_content_is_only_data() -> None:
     assert "nested group title" in log.excerpt
     assert "debug noise" not in log.excerpt
     assert not Path("/tmp/pwned").exists()
+
+
+def test_a_giant_single_line_is_bounded() -> None:
+    output = ["\x1b[31merror\x1b[0m " * 500_000, "##[error]Process completed with exit code 1."]
+    log = distill(job_log(("./x", run_header("./x"), output)))
+    assert log.distilled_bytes <= 4096
+    first = log.excerpt.split("\n")[0]
+    assert first.startswith("error error")
+    assert first.endswith(" chars]")
+    assert log.excerpt.endswith("Error: Process completed with exit code 1.")
