@@ -188,7 +188,7 @@ def _pin_in_precommit(text: str, tool: str) -> str | None:
     return None
 
 
-def _pin_in_requirements(repo: RepoFiles, path: str, tool: str, depth: int = 0) -> str | None:
+def _pin_in_requirements(repo: RepoFiles, path: str, tool: str, depth: int = 0) -> Pin | None:
     text = repo.read_text(path)
     if text is None:
         return None
@@ -200,7 +200,7 @@ def _pin_in_requirements(repo: RepoFiles, path: str, tool: str, depth: int = 0) 
             if found := _pin_in_requirements(repo, nested, tool, depth + 1):
                 return found
         elif version := _requirement_pin(stripped, tool):
-            return version
+            return Pin(version, path)
     return None
 
 
@@ -269,8 +269,8 @@ def find_pin(tool: str, repo: RepoFiles, subdir: str = "") -> Pin | None:
             return Pin(version, path)
         for name in _REQUIREMENTS_FILES:
             path = _join(base, name)
-            if version := _pin_in_requirements(repo, path, tool):
-                return Pin(version, path)
+            if pin := _pin_in_requirements(repo, path, tool):
+                return pin
     return None
 
 

@@ -77,9 +77,9 @@ def make_log(
     )
 
 
-def sandbox() -> BubblewrapSandbox:
-    """The real bubblewrap sandbox with the bundled tools mounted."""
-    return BubblewrapSandbox(tool_dirs=bundled_tool_dirs())
+def sandbox(tool_cache: Path | None = None) -> BubblewrapSandbox:
+    """The real bubblewrap sandbox with the bundled tools (and a pinned-tool cache) mounted."""
+    return BubblewrapSandbox(tool_dirs=bundled_tool_dirs(), tool_cache=tool_cache)
 
 
 async def apply_fixer(
@@ -89,9 +89,14 @@ async def apply_fixer(
     *,
     subdir: str = "",
     protected: Sequence[str] = (),
+    tool_cache: Path | None = None,
 ) -> FixResult:
     ctx = FixContext(
-        worktree=repo, subdir=subdir, log=log, runner=sandbox(), protected_paths=protected
+        worktree=repo,
+        subdir=subdir,
+        log=log,
+        runner=sandbox(tool_cache),
+        protected_paths=protected,
     )
     return await fixer.apply(ctx)
 
