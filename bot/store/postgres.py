@@ -293,16 +293,19 @@ class PostgresStore:
             conn = await self._connect()
             try:
                 await self._migrate(conn)
-            finally:
+                # The migration connection stays open as the LISTEN connection: one connect less.
+                await conn.add_listener(WORK_CHANNEL, self._on_notify)
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=_CONNECT_TIMEOUT,
+                    server_settings=self._server_settings(),
+                )
+            except BaseException:
                 await conn.close()
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                timeout=_CONNECT_TIMEOUT,
-                server_settings=self._server_settings(),
-            )
-            await self._listen()
+                raise
+            self._listener = conn
         self._committer = GroupCommitter(self._flush_deliveries)
 
     async def _migrate(self, conn: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ from bot.store.base import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Each entry is one schema version, applied in order inside one write transaction.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -99,6 +102,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 #: How often BEGIN IMMEDIATE is retried after busy_timeout already waited (another process holds
 #: the write lock for a long time, e.g. a checkpoint on a slow disk).
 _BUSY_RETRIES = 5
+#: Write transactions between two background WAL checkpoints. Checkpoints run on their own
+#: thread and connection (PASSIVE: they never block the writer), so a commit does not pay for one;
+#: the writer's own autocheckpoint stays as a backstop should the background one fall behind.
+_CHECKPOINT_EVERY_WRITES = 50
+_BACKSTOP_AUTOCHECKPOINT_PAGES = 10000
 #: While idle, how often ``wait_for_work`` looks whether another process wrote to the file.
 _CROSS_PROCESS_POLL_SECONDS = 0.25
 
@@ -175,6 +183,10 @@ class SqliteStore:
         self._reader: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._cconn: sqlite3.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._writes_since_checkpoint = 0
         self._committer: GroupCommitter[NewDelivery, bool] | None = None
         self._signal = WorkSignal()
         self._data_version = 0
@@ -188,10 +200,12 @@ class SqliteStore:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from exc
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
         try:
             self._wconn = await self._run(self._writer, self._connect, True)
             await self._write(self._migrate)
             self._rconn = await self._run(self._reader, self._connect, False)
+            self._cconn = await self._run(self._checkpointer, self._connect, False)
         except BaseException:
             await self.close()
             raise
@@ -201,15 +215,22 @@ class SqliteStore:
         if self._committer is not None:
             await self._committer.close()
             self._committer = None
-        for executor, conn in ((self._writer, self._wconn), (self._reader, self._rconn)):
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
+            self._checkpoint_task = None
+        for executor, conn in (
+            (self._writer, self._wconn),
+            (self._reader, self._rconn),
+            (self._checkpointer, self._cconn),
+        ):
             if executor is None:
                 continue
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, conn.close)
             # Both threads are idle now, so this does not block the loop for long.
             executor.shutdown(wait=True)
-        self._writer = self._reader = None
-        self._wconn = self._rconn = None
+        self._writer = self._reader = self._checkpointer = None
+        self._wconn = self._rconn = self._cconn = None
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -536,6 +557,7 @@ class SqliteStore:
             # access, which busy_timeout waits for when another process is opening too.
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")  # commit fsyncs the WAL: durable
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_AUTOCHECKPOINT_PAGES}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
@@ -567,7 +589,26 @@ class SqliteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreError("the store is not open")
-        return await self._run(self._writer, self._in_write_transaction, fn)
+        result: T = await self._run(self._writer, self._in_write_transaction, fn)
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY_WRITES and (
+            self._checkpoint_task is None or self._checkpoint_task.done()
+        ):
+            self._writes_since_checkpoint = 0
+            self._checkpoint_task = asyncio.create_task(
+                self._checkpoint(), name="sqlite-checkpoint"
+            )
+        return result
+
+    async def _checkpoint(self) -> None:
+        executor, conn = self._checkpointer, self._cconn
+        if executor is None or conn is None:
+            return
+        try:
+            await self._run(executor, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        except StoreError as exc:
+            # Not fatal: the writer's autocheckpoint backstop keeps the WAL bounded.
+            log.warning("store: background WAL checkpoint failed: %s", exc)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None or self._rconn is None:
