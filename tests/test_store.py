@@ -514,13 +514,17 @@ async def test_stats_count_states_and_age_of_the_oldest_runnable_job(store: Stor
     assert 3600 - 60 < stats.oldest_pending_delivery_age < 2 * 3600
 
 
-async def test_wait_for_work_wakes_when_another_instance_enqueues(url: str) -> None:
+@pytest.mark.parametrize("enqueue", ["delivery", "job"])
+async def test_wait_for_work_wakes_when_another_instance_enqueues(url: str, enqueue: str) -> None:
     async with opened(url) as worker, opened(url) as server:
         await worker.wait_for_work(0)  # drain any wake-up left from opening
         waiting = asyncio.ensure_future(worker.wait_for_work(60))
         await asyncio.sleep(0.05)  # let the waiter start waiting
         assert not waiting.done()
-        await server.upsert_job(job("k"))
+        if enqueue == "delivery":
+            assert await server.record_delivery(delivery("d1"))
+        else:
+            await server.upsert_job(job("k"))
         # Returns long before its own 60 s timeout; the bound only keeps a broken wake-up
         # from hanging the suite.
         await asyncio.wait_for(waiting, 10)

@@ -147,21 +147,33 @@ class StoreStats:
 
 
 class Store(Protocol):
-    """The durable store of deliveries, jobs and per-PR events; see each backend's module docs."""
+    """The durable store of deliveries, jobs and per-PR events; see each backend's module docs.
 
-    async def open(self) -> None: ...
+    Every method raises ``StoreError`` (retryable) when the database fails or is unreachable.
+    """
 
-    async def close(self) -> None: ...
+    async def open(self) -> None:
+        """Connect and apply pending migrations (idempotent; safe when processes start at once)."""
 
-    async def ping(self) -> None: ...
+    async def close(self) -> None:
+        """Flush queued deliveries, then disconnect."""
 
-    async def record_delivery(self, d: NewDelivery) -> bool: ...
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the database answers."""
+
+    async def record_delivery(self, d: NewDelivery) -> bool:
+        """Store a delivery; True if new, False for a duplicate id. Durable when it returns."""
 
     async def get_delivery(self, delivery_id: str) -> StoredDelivery | None: ...
 
     async def claim_deliveries(
         self, owner: str, limit: int, lease_seconds: float
-    ) -> list[StoredDelivery]: ...
+    ) -> list[StoredDelivery]:
+        """Lease up to ``limit`` pending deliveries (or ones whose lease expired), oldest first.
+
+        A delivery whose lease has already expired ``MAX_DELIVERY_ATTEMPTS`` times is marked
+        failed instead of being handed out again.
+        """
 
     async def complete_delivery(
         self,
@@ -171,15 +183,31 @@ class Store(Protocol):
         jobs: Sequence[JobSpec],
         events: Sequence[EventSpec],
         error: str | None = None,
-    ) -> bool: ...
+    ) -> bool:
+        """In one transaction: mark done (failed if ``error``), upsert ``jobs``, append ``events``.
 
-    async def upsert_job(self, spec: JobSpec) -> int: ...
+        False, changing nothing, unless ``owner`` still holds the delivery (another worker took
+        it over after the lease expired, or it is already finished).
+        """
+
+    async def upsert_job(self, spec: JobSpec) -> int:
+        """Enqueue by idempotency key and return the job id.
+
+        Existing and queued: take the new payload, run_after = the later of the two (debounce).
+        Existing in any other state: leave it alone. Otherwise insert.
+        """
 
     async def lease_job(
         self, owner: str, lease_seconds: float, kinds: Sequence[str] | None = None
-    ) -> Job | None: ...
+    ) -> Job | None:
+        """Lease the due job with the oldest run_after whose concurrency key is free, if any.
 
-    async def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> bool: ...
+        A running job whose lease expired is due again (its worker died); one that expired on
+        its last allowed attempt is marked dead instead.
+        """
+
+    async def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> bool:
+        """Extend the lease; False if it was lost (expired, taken over or finished): stop work."""
 
     async def complete_job(
         self,
@@ -189,11 +217,13 @@ class Store(Protocol):
         outcome: str,
         result: dict[str, Any] | None = None,
         events: Sequence[EventSpec] = (),
-    ) -> bool: ...
+    ) -> bool:
+        """Mark done and append ``events`` in one transaction; False if ``owner`` lost the job."""
 
     async def fail_job(
         self, job_id: int, owner: str, *, error: str, retry_at: datetime | None
-    ) -> bool: ...
+    ) -> bool:
+        """Queue again at ``retry_at``, or dead if None or attempts are used up; False if lost."""
 
     async def get_job(self, job_id: int) -> Job | None: ...
 
@@ -201,11 +231,13 @@ class Store(Protocol):
 
     async def append_event(self, e: EventSpec) -> int: ...
 
-    async def list_events(self, repo: str, pr: int) -> list[PrEvent]: ...
+    async def list_events(self, repo: str, pr: int) -> list[PrEvent]:
+        """A PR's events in append order."""
 
     async def stats(self) -> StoreStats: ...
 
-    async def wait_for_work(self, timeout: float) -> None: ...  # noqa: ASYNC109
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 -- the contract
+        """Return when new work may be runnable (also from another process), or after timeout."""
 
 
 ItemT = TypeVar("ItemT")
