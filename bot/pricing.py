@@ -36,9 +36,12 @@ class Price:
 #: ``claude-sonnet-4-5-20250929`` match their family's prefix.
 PRICES: Mapping[str, Price] = MappingProxyType(
     {
-        "claude-opus-4-5": Price(input=5.0, output=25.0),
+        # Opus 4 and 4.1 (``claude-opus-4-0``, ``claude-opus-4-20250514``) cost more than the
+        # later 4.x models.
+        "claude-opus-4-0": Price(input=15.0, output=75.0),
+        "claude-opus-4-2025": Price(input=15.0, output=75.0),
         "claude-opus-4-1": Price(input=15.0, output=75.0),
-        "claude-opus-4": Price(input=15.0, output=75.0),
+        "claude-opus-4": Price(input=5.0, output=25.0),
         "claude-sonnet-4": Price(input=3.0, output=15.0),
         "claude-3-7-sonnet": Price(input=3.0, output=15.0),
         "claude-haiku-4-5": Price(input=1.0, output=5.0),

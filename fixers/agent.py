@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import anthropic
 
-from bot.errors import AgentError
+from bot.errors import AgentError, ShepherdError
 from bot.guards import check_attempt
 from bot.logs import DistilledLog
 from bot.pricing import TokenUsage, estimate_cost
@@ -813,6 +813,12 @@ class AgentFixer:
         return bool(log.command and log.command.strip())
 
     async def apply(self, ctx: FixContext) -> AgentFixResult:
+        """Run the attempt. API failures, budgets and guards end in the outcome's status; only
+        a failing sandbox (``SandboxError``) or git (``AgentError``) raises, worktree reset.
+
+        The worktree keeps the attempt only when its status is ``finished`` (guards passed and
+        the failing command passed on it); in every other case it is back at the head.
+        """
         workspace = Workspace(
             ctx.worktree,
             runner=ctx.runner,
@@ -824,11 +830,16 @@ class AgentFixer:
         locations = file_locations(ctx.log, repo)
         session = _Session(self, workspace)
         first = build_context(ctx.log, workspace, self.pr, locations)
-        await session.run(first)
-        return await self._conclude(ctx, workspace, session, [path for path, _ in locations])
+        try:
+            await session.run(first)
+        except ShepherdError:
+            # The sandbox itself failed (not the check): leave nothing half-done behind.
+            await asyncio.to_thread(reset_worktree, workspace.root)
+            raise
+        return await self._conclude(workspace, session, [path for path, _ in locations])
 
     async def _conclude(
-        self, ctx: FixContext, workspace: Workspace, session: _Session, failure_paths: list[str]
+        self, workspace: Workspace, session: _Session, failure_paths: list[str]
     ) -> AgentFixResult:
         diff = await asyncio.to_thread(attempt_diff, workspace.root)
         status = session.status

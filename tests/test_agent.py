@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bench.tokens import measure
+from bot.errors import SandboxError
 from bot.logs import DistilledLog, distill
-from bot.sandbox import Runner, make_runner
+from bot.pricing import TokenUsage, estimate_cost
+from bot.sandbox import CommandResult, Runner, make_runner
 from bot.settings import DEFAULT_MODEL
 from fixers.agent import (
     AgentBudget,
@@ -24,6 +27,7 @@ from fixers.agent import (
     AgentFixResult,
     AgentOutcome,
     PRContext,
+    ToolError,
     Workspace,
     build_context,
     commit_message,
@@ -46,6 +50,10 @@ from tests.anthropic_sim import (
     text,
     tool_use,
 )
+
+# The SDK warns that DEFAULT_MODEL is deprecated (end of life announced); the model name is the
+# settings' business, not what these tests check.
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 SCENARIOS = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "cases"
 AGENT_CASES = sorted(p.name for p in SCENARIOS.glob("ag-*"))
@@ -606,3 +614,71 @@ def test_matches_needs_a_command_to_rerun() -> None:
     log = scenario_log(OFF_BY_ONE)
     assert fixer.matches(log, WorktreeFiles(SCENARIOS / OFF_BY_ONE / "repo"))
     assert not fixer.matches(replace(log, command=None), WorktreeFiles(Path("/nonexistent")))
+
+
+class BrokenSandbox:
+    async def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        raise SandboxError("bwrap: setting up uid map: Permission denied")
+
+
+async def test_a_failing_sandbox_raises_and_leaves_the_head(
+    tmp_path: Path, harness: Callable[[Sequence[Step]], Awaitable[Harness]]
+) -> None:
+    h = await harness(OFF_BY_ONE_FIX)
+    repo = make_repo(tmp_path, OFF_BY_ONE)
+    ctx = FixContext(worktree=repo, subdir="", log=scenario_log(OFF_BY_ONE), runner=BrokenSandbox())
+
+    with pytest.raises(SandboxError):
+        await h.fixer().apply(ctx)
+
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_workspace_tools_read_ranges_search_and_unique_replace(
+    tmp_path: Path, runner: Runner
+) -> None:
+    repo = make_repo(tmp_path, OFF_BY_ONE)
+    (repo / "blob.bin").write_bytes(b"\x00\x01start = page")
+    ws = Workspace(repo, runner=runner, command="pytest -ra")
+
+    assert ws.read_file({"path": PAGINATION, "start_line": 32, "end_line": 33}) == (
+        "   32|     start = page * per_page\n   33|     end = start + per_page"
+    )
+    hits = ws.search({"pattern": r"start = page \*"}).splitlines()
+    assert hits == [f"{PAGINATION}:32: start = page * per_page"]
+    assert ws.search({"pattern": "per_page", "path": "tests"}).startswith("tests/")
+    assert "src/" in ws.list_dir({"path": "."}).splitlines()
+    for bad in ({"pattern": "("}, {"pattern": "a" * 201}):
+        with pytest.raises(ToolError):
+            ws.search(bad)
+    with pytest.raises(ToolError, match="occurs 9 times"):
+        ws.replace_in_file({"path": PAGINATION, "old": "per_page", "new": "size"})
+    with pytest.raises(ToolError, match="binary"):
+        ws.read_file({"path": "blob.bin"})
+    with pytest.raises(ToolError, match="already exists"):
+        ws.create_file({"path": PAGINATION, "content": ""})
+    assert ws.edits == 0
+    assert git(repo, "status", "--porcelain") == "?? blob.bin\n"
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "expected"),
+    [
+        ("claude-sonnet-4-5", TokenUsage(input_tokens=1_000_000), 3.0),
+        ("claude-sonnet-4-5-20250929", TokenUsage(output_tokens=1_000_000), 15.0),
+        ("claude-sonnet-4-5", TokenUsage(cache_creation_input_tokens=1_000_000), 3.75),
+        ("claude-sonnet-4-5", TokenUsage(cache_read_input_tokens=1_000_000), 0.3),
+        ("claude-opus-4-1", TokenUsage(input_tokens=1_000_000), 15.0),
+        ("claude-opus-4-5", TokenUsage(input_tokens=1_000_000), 5.0),
+        ("claude-haiku-4-5", TokenUsage(output_tokens=1_000_000), 5.0),
+        ("some-unknown-model", TokenUsage(input_tokens=1_000_000), None),
+    ],
+)
+def test_cost_estimate(model: str, usage: TokenUsage, expected: float | None) -> None:
+    assert estimate_cost(model, usage) == expected
+
+
+def test_token_bench_measures_the_first_turn() -> None:
+    row = measure(SCENARIOS / OFF_BY_ONE)
+    assert row.raw_log > row.first_turn > row.message > row.excerpt > 0
+    assert row.fewer_log > 0.9
