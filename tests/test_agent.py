@@ -682,3 +682,21 @@ def test_token_bench_measures_the_first_turn() -> None:
     row = measure(SCENARIOS / OFF_BY_ONE)
     assert row.raw_log > row.first_turn > row.message > row.excerpt > 0
     assert row.fewer_log > 0.9
+
+
+async def test_wall_clock_limit_cancels_a_hanging_check_and_hands_off(
+    tmp_path: Path, harness: Callable[[Sequence[Step]], Awaitable[Harness]]
+) -> None:
+    edit = tool_use("replace_in_file", {"path": PAGINATION, "old": BUGGY, "new": FIXED})
+    h = await harness([reply(edit, tool_use("run_check", {}))])
+    repo = make_repo(tmp_path, OFF_BY_ONE)
+    log = replace(scenario_log(OFF_BY_ONE), command="sleep 30")
+    fixer = h.fixer(budget=AgentBudget(timeout_seconds=1.0))
+
+    result = await h.run(repo, log, fixer=fixer)
+
+    outcome = outcome_of(result)
+    assert outcome.status == "budget_exhausted"
+    assert "wall-clock limit" in outcome.explanation
+    assert "+    start = (page - 1) * per_page" in outcome.diff
+    assert git(repo, "status", "--porcelain") == ""
