@@ -153,6 +153,14 @@ def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.outcome.outcome in (OutcomeKind.FIXED, OutcomeKind.NOOP) else 1
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.replay import replay
+
+    report = asyncio.run(replay(args.payload, args.event, settings=settings, dry_run=args.dry_run))
+    print(report.render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shepherd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--no-agent", action="store_true", help="skip the LLM rung")
     fix.add_argument("--json", action="store_true", help="print the JSON outcome")
     fix.set_defaults(handler=cmd_fix)
+
+    rep = sub.add_parser("replay", help="feed a webhook payload through the routers locally")
+    rep.add_argument("payload", type=Path, help="the webhook payload (JSON)")
+    rep.add_argument("--event", required=True, help="the X-GitHub-Event name, e.g. check_run")
+    rep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="use a throwaway store and print the GitHub writes instead of making them",
+    )
+    rep.set_defaults(handler=cmd_replay)
     return parser
 
 

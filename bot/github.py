@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import random
 import time
@@ -166,6 +167,15 @@ def _qpath(path: str) -> str:
     return quote(path, safe="/")
 
 
+@dataclass(frozen=True)
+class PlannedWrite:
+    """A write a dry-run client did not make."""
+
+    method: str
+    path: str
+    body: Any
+
+
 class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     """gidgethub's aiohttp client plus versioning, ETags, bounded retries and typed operations.
 
@@ -186,6 +196,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         metrics: GitHubMetrics | None = None,
         etag_cache: _ETagCache | None = None,
         cache_scope: str = "",
+        dry_run: list[PlannedWrite] | None = None,
     ) -> None:
         super().__init__(
             session,
@@ -200,6 +211,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         self._metrics = metrics
         self._etag_cache = etag_cache
         self._cache_scope = cache_scope
+        self._dry_run = dry_run
 
     def __repr__(self) -> str:
         return f"GitHubClient(base_url={self.base_url!r}, scope={self._cache_scope!r})"
@@ -303,6 +315,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     ) -> tuple[int, Mapping[str, str], bytes]:
         request_headers = dict(headers)
         request_headers["x-github-api-version"] = API_VERSION
+        if self._dry_run is not None and method != "GET":
+            return self._planned(method, url, body)
         cache_key: tuple[str, str, str] | None = None
         cached: _CachedResponse | None = None
         if method == "GET" and self._etag_cache is not None:
@@ -325,6 +339,17 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             if status == 200 and etag:
                 self._etag_cache[cache_key] = _CachedResponse(etag, resp_headers, data)
         return status, resp_headers, data
+
+    def _planned(self, method: str, url: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """Dry run (``shepherd replay --dry-run``): record the write, answer as GitHub would
+        enough for the caller to go on (an id, a sha), change nothing."""
+        assert self._dry_run is not None
+        payload: Any = json.loads(body) if body else None
+        self._dry_run.append(PlannedWrite(method, _path_of(url), payload))
+        n = len(self._dry_run)
+        fake = {"id": n, "number": n, "sha": f"{n:040x}", "object": {"sha": f"{n:040x}"}}
+        headers = CIMultiDictProxy(CIMultiDict({"content-type": "application/json"}))
+        return 201, headers, json.dumps(fake).encode()
 
     # --- error mapping ---------------------------------------------------------------------
 
@@ -866,8 +891,11 @@ class GitHubApp:
         token_refresh_margin: float = 300.0,
         token_cache_size: int = 1024,
         etag_cache_size: int = 1024,
+        dry_run: list[PlannedWrite] | None = None,
     ) -> None:
         self.app_id = str(app_id)
+        #: When a list, installation clients record their writes in it instead of making them.
+        self.dry_run = dry_run
         self._private_key = (
             private_key if isinstance(private_key, SecretStr) else SecretStr(private_key)
         )
@@ -956,4 +984,5 @@ class GitHubApp:
             metrics=self.metrics,
             etag_cache=self._etags,
             cache_scope=f"{installation_id}:{repo or '*'}",
+            dry_run=self.dry_run,
         )

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from cachetools import TTLCache
 
+from bot.commandjob import CommandEnv, CommandRequest, run_commands
 from bot.github import GitHubApp
+from bot.lanejob import LaneRequest, run_agent_lane
 from bot.observability import Metrics
 from bot.repairjob import RepairEnv, RepairRequest, run_repair
+from bot.sandbox import Runner
 from bot.settings import Settings
 from bot.store import EventSpec, Job, Store
+from bot.triagejob import TriageRequest, run_triage
 from bot.workspace import Workspaces
 
 log = logging.getLogger(__name__)
@@ -38,18 +43,23 @@ class JobDeps:
     repair_env: RepairEnv
     github: GitHubApp | None = None
     session: aiohttp.ClientSession | None = None
+    #: Commenters' repository permissions, briefly: one comment may carry several commands,
+    #: and a busy PR several comments a minute. Short, so a revoked permission takes effect soon.
+    permissions: TTLCache[tuple[str, str], str] = field(
+        default_factory=lambda: TTLCache(maxsize=4096, ttl=60)
+    )
 
     @classmethod
     def build(cls, settings: Settings, store: Store, metrics: Metrics) -> JobDeps:
         """Build from settings. Called inside the running event loop (the worker's)."""
-        from bot.llm import agent_factory
+        from bot.llm import AgentFactory
         from bot.sandbox import make_runner
         from bot.tools import bundled_tool_dirs
         from fixers import FIXERS
 
         workspaces = Workspaces(settings.data_dir / "workspaces")
 
-        def runner_factory() -> Any:
+        def runner_factory() -> Runner:
             return make_runner(
                 allow_unsandboxed=settings.allow_unsandboxed,
                 tool_dirs=bundled_tool_dirs(),
@@ -61,7 +71,7 @@ class JobDeps:
             fixers=FIXERS,
             workspaces=workspaces,
             runner_factory=runner_factory,
-            agent_factory=agent_factory(settings),
+            agent_factory=AgentFactory(settings),
             settle_timeout=settings.settle_timeout_seconds,
             settle_poll=settings.settle_poll_seconds,
         )
@@ -84,6 +94,7 @@ class JobDeps:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+        await self.repair_env.agent_factory.aclose()
 
 
 JobRunner = Callable[[Job, JobDeps], Awaitable[JobResult]]
@@ -105,7 +116,51 @@ async def repair_job(job: Job, deps: JobDeps) -> JobResult:
     return JobResult(outcome.outcome.value, outcome.to_json())
 
 
+async def command_job(job: Job, deps: JobDeps) -> JobResult:
+    if deps.github is None:
+        return _disabled(job)
+    req = CommandRequest.from_job(job)
+    token = await deps.github.installation_token(req.installation, repo=req.repo)
+    gh = await deps.github.installation_client(req.installation, repo=req.repo)
+    env = CommandEnv(repair=deps.repair_env, permissions=deps.permissions)
+    report = await run_commands(gh, req, env=env, store=deps.store, token=token.token)
+    return JobResult(report.outcome, report.to_json())
+
+
+async def triage_job(job: Job, deps: JobDeps) -> JobResult:
+    if deps.github is None:
+        return _disabled(job)
+    req = TriageRequest.from_job(job)
+    gh = await deps.github.installation_client(req.installation, repo=req.repo)
+    result = await run_triage(
+        gh,
+        req,
+        store=deps.store,
+        app_slug=deps.settings.app_slug,
+        known_fixers=[f.name for f in deps.repair_env.fixers] + ["agent"],
+    )
+    return JobResult(result.outcome, result.to_json())
+
+
+async def agent_lane_job(job: Job, deps: JobDeps) -> JobResult:
+    if deps.github is None:
+        return _disabled(job)
+    req = LaneRequest.from_job(job)
+    gh = await deps.github.installation_client(req.installation, repo=req.repo)
+    outcome = await run_agent_lane(
+        gh,
+        req,
+        store=deps.store,
+        app_slug=deps.settings.app_slug,
+        known_fixers=[f.name for f in deps.repair_env.fixers] + ["agent"],
+    )
+    return JobResult(outcome)
+
+
 #: kind → runner. Explicit: a new job kind is one line here.
 JOB_RUNNERS: dict[str, JobRunner] = {
     "repair": repair_job,
+    "triage": triage_job,
+    "agent_lane": agent_lane_job,
+    "command": command_job,
 }

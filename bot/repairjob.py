@@ -12,7 +12,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from bot.blueprint import (
     LlmGate,
     Plan,
     Step,
+    TreeRepair,
     diagnose,
     outcome_for,
     plan_repair,
@@ -33,10 +34,13 @@ from bot.logs import distill
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repoconfig import RepoConfig, load_config
 from bot.report import Reporter, ReportGitHub
+from bot.sandbox import Runner
 from bot.store import EventSpec, Job
 from bot.summary import Button, render_check_run, render_outcome_markdown
 from bot.triage import detect_agent
-from bot.workspace import FileChange, Worktree, diff, file_changes, with_trailers
+from bot.workspace import FileChange, Workspaces, Worktree, diff, file_changes, with_trailers
+from fixers.agent import AgentFixResult
+from fixers.agent import commit_message as agent_commit_message
 from fixers.base import Fixer, WorktreeFiles
 
 log = logging.getLogger(__name__)
@@ -125,15 +129,24 @@ class RepairRequest:
         )
 
 
+class AgentBuilder(Protocol):
+    """Builds the LLM rung for one repair, or says why it is skipped."""
+
+    def __call__(self, config: RepoConfig, pull: Mapping[str, Any]) -> tuple[Fixer | None, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class RepairEnv:
     """The edges the repair uses besides GitHub: passed explicitly, built once per process."""
 
     app_slug: str
     fixers: Sequence[Fixer]
-    workspaces: Any  # bot.workspace.Workspaces
-    runner_factory: Any  # () -> Runner; raises SandboxUnavailable
-    agent_factory: Any  # (RepoConfig, pr: JSONObject) -> tuple[Fixer | None, str]
+    workspaces: Workspaces
+    #: The sandbox; raises SandboxUnavailable when untrusted code cannot be run safely.
+    runner_factory: Callable[[], Runner]
+    agent_factory: AgentBuilder
     settle_timeout: float = 600.0
     settle_poll: float = 15.0
 
@@ -210,11 +223,14 @@ def annotations_for(diagnoses: Sequence[Diagnosis]) -> list[dict[str, Any]]:
     return out
 
 
-def buttons_for(outcome: Outcome) -> list[Button]:
+def buttons_for(outcome: Outcome, *, paused: bool = False) -> list[Button]:
     from bot.commands import button_action
 
     verbs = ["stop"]
-    if outcome.outcome is OutcomeKind.HANDOFF:
+    if paused:
+        # Paused: the one useful button re-arms Shepherd (`/shepherd resume`).
+        verbs = ["resume"]
+    elif outcome.outcome is OutcomeKind.HANDOFF:
         verbs = ["fix", "retry", "stop"] if outcome.retryable else ["fix", "stop"]
     elif outcome.outcome is OutcomeKind.RERUN:
         verbs = ["stop"]
@@ -265,12 +281,17 @@ async def _tree_of(wt: Worktree) -> str:
 
 
 def _commit_message(
-    config: RepoConfig, req: RepairRequest, plan: Plan, agent_note: str, *, app_slug: str
+    config: RepoConfig, req: RepairRequest, plan: Plan, repair: TreeRepair, *, app_slug: str
 ) -> str:
-    fixers = [name for name, _ in plan.fixers] + (["agent"] if plan.use_agent else [])
-    message = config.autofix.render_commit_message(fixers=fixers, head_sha=req.sha, pr=req.pr or 0)
-    if agent_note:
-        message += "\n\n" + agent_note
+    agent = repair.agent_result
+    if isinstance(agent, AgentFixResult) and agent.outcome is not None and agent.changed:
+        # The commit says it was an LLM repair, with which model, and what the agent explained.
+        message = agent_commit_message(agent.outcome, agent.outcome.model)
+    else:
+        fixers = [name for name, _ in plan.fixers]
+        message = config.autofix.render_commit_message(
+            fixers=fixers, head_sha=req.sha, pr=req.pr or 0
+        )
     trailers = [(TRAILER, f"{req.full_name}#{req.pr}/{req.job_id}")]
     if config.autofix.signoff:
         trailers.append(
@@ -387,7 +408,15 @@ async def run_repair(
             agent=agent,
             record=record,
         )
-    await _report(reporter, req, outcome, diagnoses, config, current_labels=pull.get("labels", []))
+    await _report(
+        reporter,
+        req,
+        outcome,
+        diagnoses,
+        config,
+        current_labels=pull.get("labels", []),
+        paused=state.paused,
+    )
     return outcome
 
 
@@ -468,10 +497,7 @@ async def _execute(
         return outcome_for(diagnoses, plan, budget=budget, repair=repair, patch=patch)
 
     changes = await file_changes(wt, req.sha)
-    agent_note = ""
-    if repair.agent_result is not None:
-        agent_note = f"LLM repair. {repair.agent_result.detail[:1500]}"
-    message = _commit_message(config, req, plan, agent_note, app_slug=env.app_slug)
+    message = _commit_message(config, req, plan, repair, app_slug=env.app_slug)
     head_repo = (pull["head"].get("repo") or {}).get("full_name")
     if head_repo != req.full_name:
         # A fork: the installation token cannot move the fork's branch. Suggest instead.
@@ -577,12 +603,14 @@ async def _report(
     config: RepoConfig,
     *,
     current_labels: Sequence[Any],
+    paused: bool = False,
 ) -> None:
     output = render_check_run(outcome, annotations=annotations_for(diagnoses))
-    await reporter.check_run(req.sha, output, actions=buttons_for(outcome))
+    await reporter.check_run(req.sha, output, actions=buttons_for(outcome, paused=paused))
     await reporter.comment("repair", render_outcome_markdown(outcome), outcome)
     names = [str(label.get("name")) for label in current_labels if isinstance(label, dict)]
-    if outcome.outcome is OutcomeKind.HANDOFF:
+    if outcome.outcome is OutcomeKind.HANDOFF and not paused:
+        # Paused (`/shepherd stop`): the people who stopped Shepherd asked it to leave labels be.
         await reporter.labels(add=[config.labels.needs_human], current=names)
     elif outcome.outcome is OutcomeKind.FIXED:
         await reporter.labels(remove=[config.labels.needs_human], current=names)

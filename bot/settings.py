@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
 def _env(*names: str) -> Any:
@@ -58,6 +58,11 @@ class Settings(BaseSettings):
 
     workers: int = Field(2, ge=0, le=64, validation_alias=_env("SHEPHERD_WORKERS"))
     job_lease_seconds: float = Field(120.0, gt=0, validation_alias=_env("SHEPHERD_JOB_LEASE"))
+    #: How long a worker holds a delivery it is dispatching. After a crash, the deliveries it held
+    #: are dispatched again once this expires (handlers take milliseconds; keep it well above that).
+    delivery_lease_seconds: float = Field(
+        60.0, gt=0, validation_alias=_env("SHEPHERD_DELIVERY_LEASE")
+    )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, validation_alias=_env("SHEPHERD_SHUTDOWN_GRACE")
     )

@@ -98,8 +98,8 @@ def _fence(text: str, lang: str = "") -> str:
     return f"{ticks}{lang}\n{text}\n{ticks}"
 
 
-def _escape_inline(text: str) -> str:
-    return text.replace("`", "'").replace("\n", " ")[:200]
+def _escape_inline(text: str, limit: int = 300) -> str:
+    return text.replace("`", "'").replace("\n", " ")[:limit]
 
 
 def render_outcome_markdown(outcome: Outcome) -> str:
@@ -125,6 +125,9 @@ def render_outcome_markdown(outcome: Outcome) -> str:
             changed = "no change"
         version = f" — {fix.tool_version}" if fix.tool_version else ""
         lines.append(f"- **{fix.fixer}**{version}: {changed}")
+        if fix.fixer == "agent" and fix.detail:
+            # Model, turns, tokens (cached and not) and estimated cost: the LLM budget, visible.
+            lines.append(f"  - {_escape_inline(fix.detail.splitlines()[0])}")
     if outcome.fixes:
         lines.append("")
     if outcome.verification:

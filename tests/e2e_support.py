@@ -117,7 +117,7 @@ class World:
             "owner": {"login": self.repo.owner, "id": 1, "type": "Organization"},
             "clone_url": self.repo.clone_url,
             "default_branch": "main",
-            "private": False,
+            "private": self.repo.private,
             "fork": False,
         }
 
@@ -136,6 +136,80 @@ class World:
                 "name": job.name,
                 "conclusion": "failure",
                 "status": "completed",
+            }
+        )
+        return payload
+
+    def comment_event(
+        self, pr: int, body: str, *, user: str = "alice", action: str = "created"
+    ) -> dict[str, Any]:
+        """An ``issue_comment`` on PR ``pr``, its comment stored in the simulator (reactions need
+        it). Built from GitHub's issue example with ``issue.pull_request`` added: GitHub's
+        published examples have no comment on a pull request."""
+        comment = self.sim.add_comment(self.repo, pr, body, user=user)
+        payload = copy.deepcopy(
+            load_payload("issue_comment", "created.with-installation.payload.json")
+        )
+        author = {
+            "login": user,
+            "id": comment["user"]["id"],
+            "type": "Bot" if user.endswith("[bot]") else "User",
+        }
+        payload["action"] = action
+        payload["installation"] = {"id": self.repo.installation_id}
+        payload["repository"].update(self.repo_payload())
+        payload["sender"] = {**payload["sender"], **author}
+        payload["issue"].update(
+            {
+                "number": pr,
+                "state": "open",
+                "pull_request": {
+                    "url": f"https://api.github.com/repos/{self.repo.full_name}/pulls/{pr}",
+                    "html_url": f"https://github.com/{self.repo.full_name}/pull/{pr}",
+                },
+            }
+        )
+        payload["comment"].update(
+            {
+                "id": comment["id"],
+                "body": body,
+                "user": {**payload["comment"]["user"], **author},
+                # Deliberately generous: the bot must not trust it.
+                "author_association": "OWNER",
+            }
+        )
+        return payload
+
+    def button_event(self, pr: int, sha: str, identifier: str, *, user: str) -> dict[str, Any]:
+        """A click on a ``shepherd`` check run button (``check_run`` ``requested_action``)."""
+        runs = self.shepherd_runs(sha)
+        stub = {
+            "id": self.repo.id,
+            "url": f"https://api.github.com/repos/{self.repo.full_name}",
+            "name": self.repo.name,
+        }
+        payload = copy.deepcopy(load_payload("check_run", "requested_action.payload.json"))
+        payload["installation"] = {"id": self.repo.installation_id}
+        payload["repository"].update(self.repo_payload())
+        payload["sender"] = {**payload["sender"], "login": user, "type": "User"}
+        payload["requested_action"] = {"identifier": identifier}
+        payload["check_run"].update(
+            {
+                "id": runs[0]["id"] if runs else 1,
+                "name": "shepherd",
+                "head_sha": sha,
+                "status": "completed",
+                "conclusion": "action_required",
+                "app": {**payload["check_run"]["app"], "slug": self.settings.app_slug},
+                "pull_requests": [
+                    {
+                        "url": f"https://api.github.com/repos/{self.repo.full_name}/pulls/{pr}",
+                        "id": pr,
+                        "number": pr,
+                        "head": {"ref": "feature", "sha": sha, "repo": stub},
+                        "base": {"ref": "main", "sha": self.base_sha, "repo": stub},
+                    }
+                ],
             }
         )
         return payload
