@@ -250,6 +250,103 @@ class World:
             if c["_issue"] == pr and "<!-- shepherd:sticky -->" in c["body"]
         ]
 
+    def pull_request_event(
+        self,
+        pull: SimPull,
+        action: str | None = None,
+        *,
+        sender: str | None = None,
+        example: str = "opened.payload.json",
+    ) -> dict[str, Any]:
+        """A ``pull_request`` delivery for ``pull`` (as the simulator knows it), built from one
+        of GitHub's examples with the installation, repository, number, refs and author replaced;
+        ``action`` None keeps the example's."""
+        payload = copy.deepcopy(load_payload("pull_request", example))
+        repo = self.repo_payload()
+        login = sender or pull.user
+        payload["action"] = action or payload["action"]
+        payload["number"] = pull.number
+        payload["installation"] = {"id": self.repo.installation_id}
+        payload["repository"].update(repo)
+        payload["sender"] = {
+            **payload["sender"],
+            "login": login,
+            "type": "Bot" if login.endswith("[bot]") else "User",
+        }
+        payload["pull_request"].update(
+            {
+                "number": pull.number,
+                "user": {
+                    **payload["pull_request"]["user"],
+                    "login": pull.user,
+                    "type": "Bot" if pull.user.endswith("[bot]") else "User",
+                },
+                "head": {
+                    **payload["pull_request"]["head"],
+                    "ref": pull.head_ref,
+                    "sha": pull.head_sha,
+                    "repo": {**payload["pull_request"]["head"]["repo"], **repo},
+                },
+                "base": {
+                    **payload["pull_request"]["base"],
+                    "ref": pull.base_ref,
+                    "sha": pull.base_sha,
+                    "repo": {**payload["pull_request"]["base"]["repo"], **repo},
+                },
+            }
+        )
+        return payload
+
+    def check_suite_event(
+        self, pull: SimPull, sha: str, *, conclusion: str = "success"
+    ) -> dict[str, Any]:
+        """A ``check_suite`` ``completed`` delivery for ``sha``, listing ``pull`` as GitHub does
+        for a same-repository PR whose head is ``sha``."""
+        payload = copy.deepcopy(load_payload("check_suite", "completed.payload.json"))
+        stub = {
+            "id": self.repo.id,
+            "url": f"https://api.github.com/repos/{self.repo.full_name}",
+            "name": self.repo.name,
+        }
+        payload["installation"] = {"id": self.repo.installation_id}
+        payload["repository"].update(self.repo_payload())
+        payload["check_suite"].update(
+            {
+                "id": self.sim.next_id(),
+                "head_branch": pull.head_ref,
+                "head_sha": sha,
+                "status": "completed",
+                "conclusion": conclusion,
+                "pull_requests": [
+                    {
+                        "url": f"https://api.github.com/repos/{self.repo.full_name}/pulls/{pull.number}",
+                        "id": pull.number,
+                        "number": pull.number,
+                        "head": {"ref": pull.head_ref, "sha": sha, "repo": stub},
+                        "base": {"ref": pull.base_ref, "sha": pull.base_sha, "repo": stub},
+                    }
+                ],
+            }
+        )
+        return payload
+
+    def pass_check(self, sha: str, name: str = "CI / test") -> dict[str, Any]:
+        """A green GitHub Actions check run on ``sha`` in the simulator."""
+        run_id = self.sim.next_id()
+        self.sim.check_runs[run_id] = {
+            "id": run_id,
+            "head_sha": sha,
+            "name": name,
+            "status": "completed",
+            "conclusion": "success",
+            "started_at": "2026-11-17T07:02:44Z",
+            "completed_at": "2026-11-17T07:03:44Z",
+            "output": {"title": None, "summary": None, "text": None, "annotations_count": 0},
+            "app": {"id": 15368, "slug": "github-actions"},
+            "_repo": self.repo.full_name,
+        }
+        return self.sim.check_runs[run_id]
+
 
 @pytest_asyncio.fixture
 async def world(
