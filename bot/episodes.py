@@ -30,7 +30,9 @@ class EventKind:
     OUTCOME = "repair.outcome"
     PAUSED = "pr.paused"
     RESUMED = "pr.resumed"
-    COMMAND = "command"
+    COMMAND = "command"  # one per command: who, permission, accepted/refused/unknown, result
+    COMMAND_REPLY = "command.reply"  # the command job's one reply comment (not posted twice)
+    MANUAL_RERUN = "command.rerun"  # `/shepherd retry`: a person's re-run, not the bot's budget
     REVIEWERS_REQUESTED = "agent_lane.reviewers_requested"
     CHECK_RUN = "report.check_run"
     COMMENT = "report.comment"
