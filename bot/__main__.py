@@ -161,6 +161,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.doctor import Status, render, run_checks
+
+    checks = asyncio.run(run_checks(settings))
+    print(render(checks))
+    return 1 if any(c.status is Status.FAIL for c in checks) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shepherd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a throwaway store and print the GitHub writes instead of making them",
     )
     rep.set_defaults(handler=cmd_replay)
+
+    doctor = sub.add_parser("doctor", help="check the configuration end to end")
+    doctor.set_defaults(handler=cmd_doctor)
     return parser
 
 

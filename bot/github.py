@@ -437,6 +437,10 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         """``apps/get-authenticated`` (needs the App JWT: use :meth:`GitHubApp.app_client`)."""
         return cast(JSONObject, await self._get("/app"))
 
+    async def list_installations(self) -> list[JSONObject]:
+        """``apps/list-installations`` (App JWT)."""
+        return [item async for item in self._iter("/app/installations?per_page=100")]
+
     # --- repos -----------------------------------------------------------------------------
 
     async def get_repo(self, owner: str, repo: str) -> JSONObject:
