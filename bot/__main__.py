@@ -169,6 +169,39 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(c.status is Status.FAIL for c in checks) else 0
 
 
+async def _redeliver(settings: Settings, window: str, dry_run: bool) -> str:
+    import aiohttp
+
+    from bot.github import GitHubApp
+    from bot.redeliver import parse_duration, redeliver
+    from bot.store import open_store
+
+    if not settings.github_enabled:
+        raise ConfigError("redeliver needs GITHUB_APP_ID and the App's private key")
+    assert settings.github_app_id is not None
+    assert settings.github_private_key is not None
+    delta = parse_duration(window)
+    store = open_store(settings.effective_database_url)
+    await store.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            app = GitHubApp(
+                app_id=settings.github_app_id,
+                private_key=settings.github_private_key,
+                session=session,
+                api_url=settings.github_api_url,
+            )
+            report = await redeliver(await app.app_client(), store, window=delta, dry_run=dry_run)
+    finally:
+        await store.close()
+    return report.render()
+
+
+def cmd_redeliver(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_redeliver(settings, args.since, args.dry_run)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shepherd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a throwaway store and print the GitHub writes instead of making them",
     )
     rep.set_defaults(handler=cmd_replay)
+
+    red = sub.add_parser(
+        "redeliver", help="ask GitHub to redeliver failed deliveries the store has not seen"
+    )
+    red.add_argument("--since", required=True, help="how far back to look, e.g. 30m, 6h, 2d")
+    red.add_argument("--dry-run", action="store_true", help="list them, ask for nothing")
+    red.set_defaults(handler=cmd_redeliver)
 
     doctor = sub.add_parser("doctor", help="check the configuration end to end")
     doctor.set_defaults(handler=cmd_doctor)

@@ -437,6 +437,19 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         """``apps/get-authenticated`` (needs the App JWT: use :meth:`GitHubApp.app_client`)."""
         return cast(JSONObject, await self._get("/app"))
 
+    async def iter_hook_deliveries(self) -> AsyncIterator[JSONObject]:
+        """The App's webhook delivery log, newest first (``GET /app/hook/deliveries``, App JWT).
+
+        Not in the shared OpenAPI subset; needed for the documented recovery after downtime:
+        https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries
+        """
+        async for item in self._iter("/app/hook/deliveries?per_page=100"):
+            yield item
+
+    async def redeliver_hook_delivery(self, delivery_id: int) -> None:
+        """Ask GitHub to deliver a logged delivery again (App JWT)."""
+        await self._post(f"/app/hook/deliveries/{_q(delivery_id)}/attempts", {})
+
     async def list_installations(self) -> list[JSONObject]:
         """``apps/list-installations`` (App JWT)."""
         return [item async for item in self._iter("/app/installations?per_page=100")]

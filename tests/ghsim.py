@@ -189,10 +189,26 @@ class OpenAPIIndex:
         return out
 
 
+#: Operations issue 7 needs that ../shared/github/openapi-subset.json lacks: the App's webhook
+#: delivery log and redelivery, GitHub's documented recovery after downtime
+#: (https://docs.github.com/en/rest/apps/webhooks). Kept apart so the subset stays GitHub's
+#: text; only these two are added, and they take no request body.
+EXTRA_PATHS: JSON = {
+    "/app/hook/deliveries": {
+        "get": {"operationId": "apps/list-webhook-deliveries"},
+    },
+    "/app/hook/deliveries/{delivery_id}/attempts": {
+        "post": {"operationId": "apps/redeliver-webhook-delivery"},
+    },
+}
+
+
 @functools.cache
 def load_openapi_index() -> OpenAPIIndex:
     """Parse the subset once per test session (read-only after construction)."""
-    return OpenAPIIndex(json.loads(SPEC_PATH.read_text()))
+    spec = json.loads(SPEC_PATH.read_text())
+    spec["paths"].update(EXTRA_PATHS)
+    return OpenAPIIndex(spec)
 
 
 def example_bodies(kind: str) -> Iterable[tuple[str, str, Any]]:
@@ -410,6 +426,9 @@ class GitHubSim:
         self.jobs: dict[int, SimJob] = {}
         self.log_urls: dict[str, int] = {}
         self.reviews: list[JSON] = []
+        #: The App's webhook delivery log (``GET /app/hook/deliveries``) and redelivery requests.
+        self.hook_deliveries: list[JSON] = []
+        self.redelivered: list[int] = []
         self.rate_limit_remaining = 5000
         self._ids = itertools.count(1000)
         self._server: TestServer | None = None
@@ -925,7 +944,21 @@ class GitHubSim:
             "git/get-commit": self._h_get_git_commit,
             "git/update-ref": self._h_update_ref,
             "git/create-ref": self._h_create_ref,
+            "apps/list-webhook-deliveries": self._h_list_hook_deliveries,
+            "apps/redeliver-webhook-delivery": self._h_redeliver,
         }
+
+    async def _h_list_hook_deliveries(self, ctx: SimContext) -> web.Response:
+        # Newest first, as GitHub lists them.
+        found = sorted(self.hook_deliveries, key=lambda d: d["delivered_at"], reverse=True)
+        return self._paginate(ctx, found)
+
+    async def _h_redeliver(self, ctx: SimContext) -> web.Response:
+        delivery_id = int(ctx.params["delivery_id"])
+        if not any(d["id"] == delivery_id for d in self.hook_deliveries):
+            return _error(404, "Not Found")
+        self.redelivered.append(delivery_id)
+        return _json({}, 202)
 
     async def _example_answer(self, ctx: SimContext) -> web.Response:
         """Operations without a model answer with their first shared response example."""
