@@ -96,7 +96,7 @@ async def test_redeliver_against_the_simulator(
     async with aiohttp.ClientSession() as session:
         app = GitHubApp(
             app_id=github_sim.app_id,
-            private_key=github_sim.private_key_pem,
+            private_key=str(github_sim.private_key_pem),
             session=session,
             api_url=github_sim.base_url,
         )
