@@ -14,10 +14,11 @@ from bot.commandjob import CommandEnv, CommandRequest, run_commands
 from bot.github import GitHubApp
 from bot.lanejob import LaneRequest, run_agent_lane
 from bot.observability import Metrics
-from bot.repairjob import RepairEnv, RepairRequest, run_repair
+from bot.problems import Outcome, OutcomeKind
+from bot.repairjob import RepairEnv, RepairGitHub, RepairRequest, find_pull, run_repair
 from bot.sandbox import Runner
 from bot.settings import Settings
-from bot.store import EventSpec, Job, Store
+from bot.store import EventSpec, Job, JobSpec, Store
 from bot.triagejob import TriageRequest, run_triage
 from bot.workspace import Workspaces
 
@@ -109,11 +110,52 @@ async def repair_job(job: Job, deps: JobDeps) -> JobResult:
     if deps.github is None:
         return _disabled(job)
     req = RepairRequest.from_job(job)
-    token = await deps.github.installation_token(req.installation, repo=req.repo)
     gh = await deps.github.installation_client(req.installation, repo=req.repo)
+    if req.pr is None:
+        return await _route_to_pull(job, deps, gh, req)
+    token = await deps.github.installation_token(req.installation, repo=req.repo)
     outcome = await run_repair(gh, req, env=deps.repair_env, store=deps.store, token=token.token)
-    deps.metrics.jobs.labels("repair", outcome.outcome.value)
+    observe_outcome(deps.metrics, outcome)
     return JobResult(outcome.outcome.value, outcome.to_json())
+
+
+async def _route_to_pull(
+    job: Job, deps: JobDeps, gh: RepairGitHub, req: RepairRequest
+) -> JobResult:
+    """``workflow_job`` events (and fork PRs' check events) name no PR, so the handler could not
+    give the job the PR's concurrency key. Find the PR by head SHA and re-enqueue the repair
+    under ``repo#pr``, so it never runs beside the same PR's triage or command jobs (which edit
+    the same sticky comment)."""
+    pull = await find_pull(gh, req)
+    if pull is None:
+        return JobResult("noop", {"reason": f"no open pull request has head {req.sha}"})
+    number = int(pull["number"])
+    key = f"{job.key}/pr{number}"
+    await deps.store.upsert_job(
+        JobSpec(
+            kind=job.kind,
+            key=key,
+            payload={**job.payload, "pr": number},
+            concurrency_key=f"{req.full_name}#{number}",
+        )
+    )
+    return JobResult("routed", {"pr": number, "routed_to": key})
+
+
+def observe_outcome(metrics: Metrics, outcome: Outcome) -> None:
+    """Per-fixer results, budgets found spent and LLM tokens, for /metrics."""
+    for fix in outcome.fixes:
+        metrics.fixer_runs.labels(fix.fixer, "changed" if fix.changed else "unchanged").inc()
+    if outcome.outcome is OutcomeKind.HANDOFF:
+        budget = outcome.budget
+        if budget.ci_rounds_used >= budget.ci_rounds_max:
+            metrics.budget_exhausted.labels("ci_rounds").inc()
+        if budget.reruns_used >= budget.reruns_max and outcome.retryable:
+            metrics.budget_exhausted.labels("infra_rerun").inc()
+        if budget.llm_attempts_used >= budget.llm_attempts_max:
+            metrics.budget_exhausted.labels("llm_attempt").inc()
+    for kind, count in outcome.llm_usage.items():
+        metrics.llm_tokens.labels(kind).inc(count)
 
 
 async def command_job(job: Job, deps: JobDeps) -> JobResult:

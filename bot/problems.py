@@ -152,6 +152,8 @@ class Outcome(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     commit: str | None = None
     patch: str | None = None
+    #: LLM tokens spent by this action: input, output, cache_read, cache_write.
+    llm_usage: dict[str, int] = Field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

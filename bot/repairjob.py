@@ -605,7 +605,14 @@ async def _report(
     current_labels: Sequence[Any],
     paused: bool = False,
 ) -> None:
-    output = render_check_run(outcome, annotations=annotations_for(diagnoses))
+    # Keep the triage on the same check run: it lives in the output's text.
+    triaged = next(
+        (e for e in reversed(await reporter.events()) if e.kind == EventKind.TRIAGED), None
+    )
+    triage_markdown = str(triaged.data.get("markdown", "")) if triaged else ""
+    output = render_check_run(
+        outcome, triage_markdown=triage_markdown, annotations=annotations_for(diagnoses)
+    )
     await reporter.check_run(req.sha, output, actions=buttons_for(outcome, paused=paused))
     await reporter.comment("repair", render_outcome_markdown(outcome), outcome)
     names = [str(label.get("name")) for label in current_labels if isinstance(label, dict)]

@@ -131,9 +131,13 @@ async def _decisions(
     store: Store, data: dict[str, Any], keys: list[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     jobs: list[dict[str, Any]] = []
-    for key in keys:
-        job = await store.find_job(key)
+    pending = list(keys)
+    while pending:
+        job = await store.find_job(pending.pop(0))
         if job is not None:
+            if job.result and isinstance(job.result.get("routed_to"), str):
+                pending.append(job.result["routed_to"])  # re-enqueued under the PR's key
+                continue
             jobs.append(
                 {
                     "kind": job.kind,

@@ -31,7 +31,9 @@ async def pull_request_changed(event: sansio.Event, ctx: HandlerContext) -> None
         )
     ctx.enqueue(
         TRIAGE_JOB,
-        f"triage:{repo}#{pr.number}@{sha}",
+        # Keyed by action too: `ready_for_review` on an unchanged head must still run (drafts
+        # get no reviewers until then).
+        f"triage:{repo}#{pr.number}@{sha}/{payload.action}",
         {
             "installation": payload.installation.id,
             "repo": repo,

@@ -172,4 +172,7 @@ async def test_agent_pr_is_repaired_by_the_llm_and_pushed(
     assert outcome["outcome"] == "fixed"
     assert outcome["budget"]["llm_attempts_used"] == 1
     assert "tokens in" in comment["body"]
+    assert outcome["llm_usage"]["input"] > 0
     world.sim.assert_no_violations()
+    metrics = await (await world.client.get("/metrics")).text()
+    assert 'shepherd_llm_tokens_total{kind="output"}' in metrics

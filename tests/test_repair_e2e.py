@@ -51,6 +51,9 @@ async def test_autofix_pushes_one_commit_then_hands_off_on_its_own_commit(
     assert outcome["failures"][0]["fixers"] == ["ruff-check"]
     assert outcome["commit"] == new_head
     world.sim.assert_no_violations()
+    metrics = await (await world.client.get("/metrics")).text()
+    assert 'shepherd_fixer_runs_total{fixer="ruff-check",result="changed"} 1.0' in metrics
+    assert 'shepherd_jobs_total{kind="repair",outcome="fixed"} 1.0' in metrics
 
     # CI fails again, now on Shepherd's own commit: hand off, never re-fix.
     run2, job2 = world.fail_job(new_head, "lint", scenario_log(RUFF))
@@ -64,6 +67,8 @@ async def test_autofix_pushes_one_commit_then_hands_off_on_its_own_commit(
     assert outcome["budget"]["ci_rounds_used"] == 2
     assert "shepherd/needs-human" in world.sim.pulls[("acme/widgets", 142)].labels
     world.sim.assert_no_violations()
+    metrics = await (await world.client.get("/metrics")).text()
+    assert 'shepherd_budget_exhausted_total{budget="ci_rounds"} 1.0' in metrics
 
 
 async def test_redelivery_of_the_failure_is_processed_once(world: World) -> None:

@@ -67,7 +67,9 @@ async def test_every_pull_request_example_is_triaged_or_ignored(world: World) ->
 
     triaged = 0
     for name, (pull, action) in pulls.items():
-        state = await job_state(world, f"triage:acme/widgets#{pull.number}@{pull.head_sha}")
+        state = await job_state(
+            world, f"triage:acme/widgets#{pull.number}@{pull.head_sha}/{action}"
+        )
         if action not in TRIAGE_ACTIONS:
             assert state is None, name
             assert pull.labels == [], name
@@ -299,7 +301,7 @@ async def test_a_reviewer_github_refuses_does_not_block_the_others(world: World)
         {"reviewers": ["carol"]},
     ]
     assert pull.requested_reviewers == ["carol"]
-    assert await job_state(world, f"triage:acme/widgets#31@{pull.head_sha}") == (
+    assert await job_state(world, f"triage:acme/widgets#31@{pull.head_sha}/opened") == (
         JobState.DONE,
         "triaged",
     )
