@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol, cast
@@ -167,6 +167,26 @@ def _qpath(path: str) -> str:
     return quote(path, safe="/")
 
 
+class InstallationThrottle:
+    """Shared by every client of one installation: when GitHub says "slow down" to one of them,
+    all of them wait, instead of each hammering until it is told too.
+    https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#handle-rate-limit-errors-appropriately
+    """
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+
+TokenSource = Callable[[], Awaitable[str]]
+
+
 @dataclass(frozen=True)
 class PlannedWrite:
     """A write a dry-run client did not make."""
@@ -197,6 +217,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         etag_cache: _ETagCache | None = None,
         cache_scope: str = "",
         dry_run: list[PlannedWrite] | None = None,
+        throttle: InstallationThrottle | None = None,
+        token_source: TokenSource | None = None,
     ) -> None:
         super().__init__(
             session,
@@ -212,6 +234,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         self._etag_cache = etag_cache
         self._cache_scope = cache_scope
         self._dry_run = dry_run
+        self._throttle = throttle
+        self._token_source = token_source
 
     def __repr__(self) -> str:
         return f"GitHubClient(base_url={self.base_url!r}, scope={self._cache_scope!r})"
@@ -264,8 +288,12 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         """Send with bounded retries on rate limits, 5xx and transport errors."""
         attempt = 0
         waited = 0.0
+        slept_for_limit = False  # our own wait below already honoured the pause we set
         while True:
             attempt += 1
+            if self._throttle is not None and not slept_for_limit and self._throttle.remaining > 0:
+                await self.sleep(self._throttle.remaining)
+            slept_for_limit = False
             try:
                 status, resp_headers, data = await self._send_once(
                     method, url, headers, body, allow_redirects=allow_redirects
@@ -291,6 +319,9 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 wait = _rate_limit_wait(status, resp_headers, data)
                 if wait is not None:
                     delay, reason = wait, f"rate limited ({status})"
+                    if self._throttle is not None:
+                        self._throttle.pause(wait)
+                        slept_for_limit = True
                 elif status in _RETRYABLE_5XX and _IDEMPOTENT.get():
                     delay, reason = self._retry.backoff(attempt), f"server error ({status})"
                 else:
@@ -315,6 +346,11 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     ) -> tuple[int, Mapping[str, str], bytes]:
         request_headers = dict(headers)
         request_headers["x-github-api-version"] = API_VERSION
+        if self._token_source is not None:
+            # A job may outlive the token it started with (tokens last an hour): take the
+            # current one from the App's cache, which refreshes it before it expires.
+            self._token = await self._token_source()
+            request_headers["authorization"] = f"token {self._token}"
         if self._dry_run is not None and method != "GET":
             return self._planned(method, url, body)
         cache_key: tuple[str, str, str] | None = None
@@ -928,6 +964,7 @@ class GitHubApp:
         )
         self._etags: _ETagCache = LRUCache(maxsize=etag_cache_size)
         self._mint_lock = asyncio.Lock()
+        self._throttles: dict[int, InstallationThrottle] = {}
 
     def __repr__(self) -> str:
         return f"GitHubApp(app_id={self.app_id!r}, api_url={self.api_url!r})"
@@ -992,9 +1029,15 @@ class GitHubApp:
     ) -> GitHubClient:
         """A client authenticated as one installation (optionally scoped to one repository)."""
         token = await self.installation_token(installation_id, repo=repo)
+
+        async def current_token() -> str:
+            return (await self.installation_token(installation_id, repo=repo)).token
+
         return GitHubClient(
             self.session,
             token=token.token,
+            token_source=current_token,
+            throttle=self._throttles.setdefault(installation_id, InstallationThrottle()),
             base_url=self.api_url,
             user_agent=self.user_agent,
             retry=self.retry,

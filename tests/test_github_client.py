@@ -494,3 +494,46 @@ async def test_token_in_error_text_is_scrubbed(
         await client.get_repo("octo", "demo")
     assert token not in str(info.value)
     assert "***" in str(info.value)
+
+
+async def test_a_job_outliving_its_token_switches_to_a_fresh_one(
+    github_sim: GitHubSim, app: GitHubApp, repo: SimRepo
+) -> None:
+    # The first token is about to expire (inside the refresh margin) when the job is long.
+    github_sim.token_ttl = timedelta(minutes=4)
+    client = await app.installation_client(1)
+    first = github_sim.calls("repos/get")
+    github_sim.token_ttl = timedelta(hours=1)
+    await client.get_repo("octo", "demo")
+    await client.get_repo("octo", "demo")
+    tokens = [r.headers.get("authorization", "") for r in github_sim.calls("repos/get")][
+        len(first) :
+    ]
+    minted = github_sim.calls("apps/create-installation-access-token")
+    assert len(minted) == 2  # the client asked the App for a fresh token once, then reused it
+    assert tokens[0] == tokens[1]
+    assert tokens[0].startswith("token ghs_")
+
+
+async def test_a_rate_limit_slows_the_whole_installation(
+    github_sim: GitHubSim, app: GitHubApp, repo: SimRepo, sleeps: list[float]
+) -> None:
+    first = await app.installation_client(1)
+    second = await app.installation_client(1, repo="demo")
+    github_sim.inject(
+        "repos/get",
+        status=403,
+        headers={"retry-after": "2"},
+        body={"message": "You have exceeded a secondary rate limit."},
+        times=1,
+    )
+    await first.get_repo("octo", "demo")
+    assert sleeps == [2.0]
+    # Another client of the same installation waits out the pause before it sends anything
+    # (the sleeps are recorded, not slept, so the pause is still ahead of it).
+    await second.get_repo("octo", "demo")
+    assert len(sleeps) == 2
+    assert 1 < sleeps[1] <= 2
+    other_installation = await app.installation_client(2)
+    await other_installation.get_repo("octo", "demo")
+    assert len(sleeps) == 2  # a different installation is not slowed down
