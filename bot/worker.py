@@ -29,7 +29,6 @@ from bot.store import Job, Store, StoredDelivery
 
 log = logging.getLogger(__name__)
 
-DELIVERY_LEASE_SECONDS = 60.0
 DELIVERY_BATCH = 32
 IDLE_WAIT_SECONDS = 1.0
 
@@ -168,7 +167,7 @@ class WorkerPool:
     async def run_once(self, owner: str) -> bool:
         """One unit of work: a batch of deliveries, else one job. Returns whether it did any."""
         deliveries = await self.store.claim_deliveries(
-            owner, DELIVERY_BATCH, DELIVERY_LEASE_SECONDS
+            owner, DELIVERY_BATCH, self.settings.delivery_lease_seconds
         )
         for delivery in deliveries:
             await self.process_delivery(owner, delivery)
