@@ -7,6 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+# Byte-compile on install and let Python cache our own modules: every CLI start and test
+# subprocess imports the same large libraries (anthropic, pydantic) again.
+export UV_COMPILE_BYTECODE := 1
+unexport PYTHONDONTWRITEBYTECODE
 # The PostgreSQL the tests use (trust auth on the development and CI machines).
 export SHEPHERD_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 

@@ -72,17 +72,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_github_mode(settings)
     app = create_app(settings, workers=args.workers)
-    log.info(
-        "listening on http://%s:%d (%s)",
-        args.host,
-        args.port,
-        settings.effective_database_url.split(":", 1)[0],
-    )
+    store_kind = settings.effective_database_url.split(":", 1)[0]
+
+    def started(_: str) -> None:
+        # run_app calls this once the socket listens and its SIGTERM handler is installed, so
+        # whoever waits for this line may stop the server gracefully from then on.
+        log.info("listening on http://%s:%d (%s)", args.host, args.port, store_kind)
+
     web.run_app(
         app,
         host=args.host,
         port=args.port,
-        print=None,
+        print=started,
         access_log=None,
         shutdown_timeout=settings.shutdown_grace_seconds,
     )
@@ -270,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{type(exc).__name__}: {exc}", code=1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `shepherd diagnose --json | head`: the reader left; nothing more to say.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from bot.problems import (
 )
 from bot.repoconfig import RepoConfig
 from bot.sandbox import CommandResult, Runner
-from fixers.agent import AgentFixResult
 from fixers.base import FixContext, Fixer, FixResult, RepoFiles
 
 log = logging.getLogger(__name__)
@@ -323,16 +322,8 @@ def outcome_for(
     categories = [f.category for f in failures]
     category = categories[0] if len(set(categories)) == 1 else None
     agent = repair.agent_result if repair else None
-    usage = agent.outcome.usage if isinstance(agent, AgentFixResult) and agent.outcome else None
     common = {
-        "llm_usage": {
-            "input": usage.input_tokens,
-            "output": usage.output_tokens,
-            "cache_read": usage.cache_read_input_tokens,
-            "cache_write": usage.cache_creation_input_tokens,
-        }
-        if usage
-        else {},
+        "llm_usage": dict(agent.llm_usage) if agent else {},
         "failures": failures,
         "fixes": fixes,
         "budget": budget,

@@ -881,6 +881,12 @@ class AgentFixer:
             tool_version=self.model,
             self_check_passed=check_passed,
             detail=_detail(outcome),
+            llm_usage={
+                "input": outcome.usage.input_tokens,
+                "output": outcome.usage.output_tokens,
+                "cache_read": outcome.usage.cache_read_input_tokens,
+                "cache_write": outcome.usage.cache_creation_input_tokens,
+            },
             outcome=outcome,
         )
 

@@ -81,6 +81,8 @@ class FixResult:
     #: True when the fixer's own check passes after applying it (e.g. ``ruff check`` exits 0).
     self_check_passed: bool = False
     detail: str = ""
+    #: LLM tokens spent (input, output, cache_read, cache_write); empty for deterministic fixers.
+    llm_usage: dict[str, int] = field(default_factory=dict)
 
 
 class Fixer(Protocol):
