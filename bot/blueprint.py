@@ -58,6 +58,10 @@ class Diagnosis:
     classification: Classification
     job_id: int | None = None
     run_id: int | None = None
+    #: Whether the failing command may be executed (to verify a fix). The server sets it only
+    #: for commands the base branch's workflows run (bot.workflows); a local ``shepherd fix``
+    #: trusts the log its user gave it.
+    command_trusted: bool = True
 
     @property
     def subdir(self) -> str:
@@ -212,12 +216,14 @@ async def _verify_one(
     d: Diagnosis, *, root: Path, runner: Runner, self_checks: list[bool]
 ) -> tuple[bool, str]:
     command = d.log.command
-    if not command:
+    if not command or not d.command_trusted:
         ok = bool(self_checks) and all(self_checks)
-        return (
-            ok,
-            f"`{d.name}`: no command in the log; fixer self-check {'passed' if ok else 'failed'}",
+        why = (
+            "no command in the log"
+            if not command
+            else "its command is not one the base branch's workflows run, so it was not executed"
         )
+        return ok, f"`{d.name}`: {why}; the fixer's own check {'passed' if ok else 'failed'}"
     cwd = root / d.subdir
     try:
         result: CommandResult = await runner.run(

@@ -13,7 +13,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from bot.blueprint import (
@@ -38,7 +38,16 @@ from bot.sandbox import Runner
 from bot.store import EventSpec, Job
 from bot.summary import Button, render_check_run, render_outcome_markdown
 from bot.triage import detect_agent
-from bot.workspace import FileChange, Workspaces, Worktree, diff, file_changes, with_trailers
+from bot.workflows import is_workflow_command, workflow_commands
+from bot.workspace import (
+    FileChange,
+    Workspaces,
+    Worktree,
+    diff,
+    file_changes,
+    read_tree_files,
+    with_trailers,
+)
 from fixers.agent import AgentFixResult
 from fixers.agent import commit_message as agent_commit_message
 from fixers.base import Fixer, WorktreeFiles
@@ -378,6 +387,20 @@ async def run_repair(
         fetch_ref=f"refs/pull/{pr}/head",
     ) as wt:
         diagnoses = [await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt) for r in failed]
+        # Only commands the maintainers' workflows run (at the base SHA) are ever executed.
+        workflows = workflow_commands(await read_tree_files(wt, base_sha, ".github/workflows"))
+        diagnoses = [
+            replace(d, command_trusted=is_workflow_command(d.log.command, workflows))
+            for d in diagnoses
+        ]
+        if gate.allowed and any(
+            d.classification.category is Category.AGENT and not d.command_trusted for d in diagnoses
+        ):
+            gate = LlmGate(
+                False,
+                "the failing command is not in the base branch's workflows, so the LLM "
+                "repair could not check its work",
+            )
         await record(
             EventKind.CLASSIFIED,
             sha=req.sha,

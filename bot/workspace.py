@@ -832,3 +832,34 @@ async def push(
     raise WorkspaceError(
         f"git push failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}"
     )
+
+
+async def read_tree_files(
+    wt: Worktree,
+    sha: str,
+    directory: str,
+    *,
+    limit: float = DEFAULT_TIMEOUT,
+    max_bytes: int = 256_000,
+) -> dict[str, str]:
+    """The text files under ``directory`` at commit ``sha`` (e.g. the base branch's workflows),
+    read from the object store, not the worktree: what the PR changed does not show."""
+    commit = validate_sha(sha)
+    listing = await _wt_git(
+        wt,
+        ["ls-tree", "-r", "-z", "--", commit, directory.rstrip("/") + "/"],
+        limit=limit,
+        check=False,
+    )
+    if listing.returncode != 0:
+        return {}
+    files: dict[str, str] = {}
+    for entry in listing.stdout.split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        fields = meta.split()
+        if len(fields) != 3 or fields[1] != b"blob":
+            continue
+        blob = await _wt_git(wt, ["cat-file", "blob", fields[2].decode()], limit=limit)
+        if len(blob.stdout) <= max_bytes:
+            files[path.decode("utf-8", "replace")] = blob.stdout.decode("utf-8", "replace")
+    return files

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -47,6 +48,17 @@ def scenario_files(name: str) -> dict[str, str]:
 
 def scenario_log(name: str) -> str:
     return (SHARED / "scenarios" / "cases" / name / "job.log").read_text(encoding="utf-8-sig")
+
+
+def scenario_workflows() -> str:
+    """One workflow with every scenario's jobs: the base branch runs these commands, so the
+    repair may execute them to verify a fix (bot.workflows)."""
+    jobs: dict[str, Any] = {}
+    for case in sorted((SHARED / "scenarios" / "cases").iterdir()):
+        ci = yaml.safe_load((case / "ci.yml").read_text())
+        for name, job in (ci.get("jobs") or {}).items():
+            jobs[f"{case.name}-{name}"] = job
+    return yaml.safe_dump({"name": "CI", "on": "pull_request", "jobs": jobs}, sort_keys=False)
 
 
 def git(bare: Path, *args: str) -> str:
@@ -354,7 +366,8 @@ async def world(
 ) -> AsyncIterator[World]:
     sim, base_url = await start_simulator()
     bare, base_sha = init_bare_repo(
-        tmp_path / "remote" / "acme" / "widgets.git", {"README.md": "widgets\n"}
+        tmp_path / "remote" / "acme" / "widgets.git",
+        {"README.md": "widgets\n", ".github/workflows/ci.yml": scenario_workflows()},
     )
     repo = sim.add_repo("acme", "widgets", git_dir=bare)
     settings = make_settings(

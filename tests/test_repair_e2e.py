@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from bot.sandbox import CommandResult, Runner
 from bot.summary import extract_outcome
 from tests.e2e_support import World, git, scenario_files, scenario_log
 
@@ -139,4 +143,72 @@ async def test_fork_pr_gets_the_patch_not_a_push(world: World) -> None:
     assert outcome["next_action"] == "apply_patch"
     assert "render.py" in (outcome["patch"] or "")
     assert "git apply" in comment["body"]
+    world.sim.assert_no_violations()
+
+
+class RecordingRunner:
+    """The real sandbox, recording every command it is asked to run."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner = inner
+        self.commands: list[str] = []
+
+    async def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        self.commands.append(" ".join(argv))
+        return await self.inner.run(argv, **kwargs)
+
+
+def record_commands(world: World) -> RecordingRunner:
+    env = world.pool.deps.repair_env
+    recorder = RecordingRunner(env.runner_factory())
+    world.pool.deps.repair_env = replace(env, runner_factory=lambda: recorder)
+    return recorder
+
+
+async def test_hostile_log_and_branch_name_are_data_not_commands(world: World) -> None:
+    """Shell-looking lines in a job log and shell syntax in a branch name: the fix is pushed to
+    exactly that branch, and no line of the log is run."""
+    branch = "feat/$(touch_pwned);`touch_pwned`"
+    pull = world.open_pull(branch, scenario_files(RUFF), number=66)
+    head = pull.head_sha
+    hostile = ["$(touch pwned)", "`touch pwned`", "; touch pwned #", "bash -c 'touch pwned'"]
+    log = scenario_log(RUFF).replace(
+        "##[error]Process completed with exit code 1.",
+        "".join(f"2026-11-17T07:02:50.0000000Z {line}\n" for line in hostile)
+        + "2026-11-17T07:02:50.1000000Z ##[error]Process completed with exit code 1.",
+    )
+    recorder = record_commands(world)
+    run, job = world.fail_job(head, "lint", log)
+    await world.deliver("workflow_job", world.workflow_job_event(run, job))
+    await world.drain()
+
+    assert not any("pwned" in command for command in recorder.commands)
+    assert "bash -c ruff check ." in recorder.commands  # the base workflow's own command
+    new_head = world.branch_sha(branch)
+    assert git(world.bare, "rev-parse", f"{new_head}^") == head
+    assert "pwned" not in git(world.bare, "show", "--stat", new_head)
+    world.sim.assert_no_violations()
+
+
+async def test_a_command_the_base_workflows_do_not_run_is_never_executed(world: World) -> None:
+    """The PR rewrote its own workflow step to ``ruff check . ; touch pwned``. That text comes
+    from the PR, not from the base branch, so it is never executed; the fixer's own check
+    verifies the fix instead, and the summary says so."""
+    pull = world.open_pull("own-workflow", scenario_files(RUFF), number=67)
+    head = pull.head_sha
+    log = scenario_log(RUFF).replace("Run ruff check .", "Run ruff check . ; touch pwned")
+    log = log.replace("[36;1mruff check .", "[36;1mruff check . ; touch pwned")
+    recorder = record_commands(world)
+    run, job = world.fail_job(head, "lint", log)
+    await world.deliver("workflow_job", world.workflow_job_event(run, job))
+    await world.drain()
+
+    assert not any("pwned" in command for command in recorder.commands), recorder.commands
+    [comment] = world.sticky_comments(67)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["failures"][0]["command"] == "ruff check . ; touch pwned"
+    assert outcome["outcome"] == "fixed"
+    assert "not one the base branch's workflows run" in outcome["verification"]
+    assert git(world.bare, "rev-parse", f"{world.branch_sha('own-workflow')}^") == head
     world.sim.assert_no_violations()

@@ -258,11 +258,16 @@ class GroupCommitter(Generic[ItemT, ResultT]):
         flush: Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT]]],
         *,
         max_batch: int = 1000,
+        concurrency: int = 1,
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        #: Flushes that may be in flight at once: 1 for a single-writer database (SQLite); more
+        #: where the server overlaps commits itself (PostgreSQL's own group commit), so a batch
+        #: need not wait for the previous one's round trip.
+        self._concurrency = concurrency
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def submit(self, item: ItemT) -> ResultT:
@@ -270,16 +275,19 @@ class GroupCommitter(Generic[ItemT, ResultT]):
             raise StoreError("the store is closed")
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="store-group-commit")
+        # A drain task that saw an empty queue has already finished (in the same step), so a
+        # task not yet done will still see this item.
+        if sum(not t.done() for t in self._tasks) < self._concurrency:
+            task = asyncio.create_task(self._drain(), name="store-group-commit")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def close(self) -> None:
         """Refuse new items and wait until everything already submitted is flushed."""
         self._closed = True
-        if self._task is not None:
-            await self._task
-            self._task = None
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _drain(self) -> None:
         while self._pending:

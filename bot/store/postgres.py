@@ -306,7 +306,7 @@ class PostgresStore:
                 await conn.close()
                 raise
             self._listener = conn
-        self._committer = GroupCommitter(self._flush_deliveries)
+        self._committer = GroupCommitter(self._flush_deliveries, concurrency=4)
 
     async def _migrate(self, conn: Any) -> None:
         scope = self.schema or "public"
