@@ -553,9 +553,17 @@ class SqliteStore:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         if writer:
-            # journal_mode is persistent in the file; setting it needs a moment of exclusive
-            # access, which busy_timeout waits for when another process is opening too.
-            conn.execute("PRAGMA journal_mode = WAL")
+            # journal_mode is persistent in the file; switching it needs a moment of exclusive
+            # access, and SQLite answers "database is locked" at once (without the busy
+            # handler) while another process is opening the same file: retry briefly.
+            for attempt in range(1, _BUSY_RETRIES * 10 + 1):
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or attempt == _BUSY_RETRIES * 10:
+                        raise
+                    time.sleep(0.02 * attempt)
             conn.execute("PRAGMA synchronous = FULL")  # commit fsyncs the WAL: durable
             conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_AUTOCHECKPOINT_PAGES}")
         conn.execute("PRAGMA foreign_keys = ON")
