@@ -49,8 +49,11 @@ test: lint typecheck pytest
 
 bench: install system-deps postgres
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/repair.py
 	$(BIN)/python bench/distill.py
 	$(BIN)/python bench/triage.py
+	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

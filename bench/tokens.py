@@ -56,7 +56,7 @@ class _NoRunner:
         cwd: Path,
         writable: Path,
         env: Mapping[str, str] | None = None,
-        timeout: float = 300.0,  # noqa: ASYNC109 (the Runner protocol's signature)
+        timeout: float = 300.0,
         network: bool = False,
     ) -> CommandResult:
         raise AssertionError("the token bench must not run commands")
