@@ -25,17 +25,17 @@ from bot.explain import render_explain
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repairjob import (
     ACTIONS_APP,
-    CONFIG_PATH,
     FAILED,
     RepairEnv,
     RepairGitHub,
     RepairRequest,
     run_repair,
 )
-from bot.repoconfig import RepoConfig, load_config
+from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter
 from bot.store import EventSpec, Job, PrEvent, Store
 from bot.summary import CHECK_NAME, embed_outcome
+from bot.target import RepoTarget
 from bot.triagejob import TriageGitHub, TriageRequest, run_triage
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class RequestedCommand:
 
 
 @dataclass(frozen=True)
-class CommandRequest:
-    installation: int
-    owner: str
-    repo: str
+class CommandRequest(RepoTarget):
     pr: int
     clone_url: str
     private: bool
@@ -93,18 +90,11 @@ class CommandRequest:
     source: str  # comment | button
     job_id: int
 
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.repo}"
-
     @classmethod
     def from_job(cls, job: Job) -> CommandRequest:
         p = job.payload
-        owner, _, name = str(p["repo"]).partition("/")
         return cls(
-            installation=int(p["installation"]),
-            owner=owner,
-            repo=name,
+            **cls.target_fields(p),
             pr=int(p["pr"]),
             clone_url=str(p["clone_url"]),
             # Unknown visibility is treated as private: the stricter rule.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.problems import Budget
 from bot.store import PrEvent
@@ -61,6 +62,14 @@ def _episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
         if events[index].kind == EventKind.PUSH:
             return events[index:]
     return events
+
+
+def last_event(events: Sequence[PrEvent], kind: str, **match: Any) -> PrEvent | None:
+    """The newest event of ``kind`` whose data has the given values."""
+    for event in reversed(events):
+        if event.kind == kind and all(event.data.get(k) == v for k, v in match.items()):
+            return event
+    return None
 
 
 def is_paused(events: Sequence[PrEvent]) -> bool:

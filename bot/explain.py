@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.episodes import EventKind, budget_state, is_paused
+from bot.episodes import EventKind, budget_state, is_paused, last_event
 from bot.store import PrEvent
 
 __all__ = ["MAX_LISTED_EVENTS", "render_explain"]
@@ -144,16 +144,9 @@ def _describe(event: PrEvent) -> str:
     return f"{_code(event.kind, 60)}"
 
 
-def _last(events: Sequence[PrEvent], kind: str) -> PrEvent | None:
-    for event in reversed(events):
-        if event.kind == kind:
-            return event
-    return None
-
-
 def _status_lines(events: Sequence[PrEvent], head_sha: str) -> list[str]:
     lines: list[str] = []
-    paused = _last(events, EventKind.PAUSED)
+    paused = last_event(events, EventKind.PAUSED)
     if is_paused(events) and paused is not None:
         lines.append(
             f"- **Paused** ({_cite(paused)}): no automatic fixes, re-runs or pushes until "
@@ -167,15 +160,15 @@ def _status_lines(events: Sequence[PrEvent], head_sha: str) -> list[str]:
         f"- Budget for head {_sha(head_sha)}: {state.budget().describe()}{own}. "
         "A push by someone other than Shepherd starts a new episode and re-arms it."
     )
-    config = _last(events, EventKind.CONFIG)
+    config = last_event(events, EventKind.CONFIG)
     if config is not None:
         lines.append(f"- Config: {_config(config)} ({_cite(config)}).")
     else:
         lines.append("- Config: not read yet (Shepherd has not run a repair on this PR).")
-    classified = _last(events, EventKind.CLASSIFIED)
+    classified = last_event(events, EventKind.CLASSIFIED)
     if classified is not None:
         lines.append(f"- Latest classification ({_cite(classified)}): {_classified(classified)}.")
-    outcome = _last(events, EventKind.OUTCOME)
+    outcome = last_event(events, EventKind.OUTCOME)
     if outcome is not None:
         lines.append(f"- Latest outcome ({_cite(outcome)}): {_outcome(outcome)}.")
     else:

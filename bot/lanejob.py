@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bot.codeowners import split_reviewers
-from bot.episodes import EventKind
+from bot.episodes import EventKind, last_event
 from bot.errors import GitHubError
 from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter, ReportGitHub
 from bot.store import EventSpec, Job, PrEvent, Store
 from bot.summary import CHECK_NAME
+from bot.target import RepoTarget
 
 log = logging.getLogger(__name__)
 
@@ -51,38 +52,20 @@ class LaneGitHub(ReportGitHub, Protocol):
 
 
 @dataclass(frozen=True)
-class LaneRequest:
-    installation: int
-    owner: str
-    repo: str
+class LaneRequest(RepoTarget):
     pr: int
     sha: str
     job_id: int | None
 
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.repo}"
-
     @classmethod
     def from_job(cls, job: Job) -> LaneRequest:
         p = job.payload
-        owner, _, name = str(p["repo"]).partition("/")
         return cls(
-            installation=int(p["installation"]),
-            owner=owner,
-            repo=name,
+            **cls.target_fields(p),
             pr=int(p["pr"]),
             sha=str(p["sha"]),
             job_id=job.id,
         )
-
-
-def last_event(events: Sequence[PrEvent], kind: str, **match: Any) -> PrEvent | None:
-    """The newest event of ``kind`` whose data has the given values."""
-    for event in reversed(events):
-        if event.kind == kind and all(event.data.get(k) == v for k, v in match.items()):
-            return event
-    return None
 
 
 def episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:

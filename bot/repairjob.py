@@ -28,15 +28,16 @@ from bot.blueprint import (
     repair_tree,
 )
 from bot.classify import file_locations
-from bot.episodes import BudgetState, EventKind, budget_state, pending_push
+from bot.episodes import BudgetState, EventKind, budget_state, last_event, pending_push
 from bot.errors import GitHubError, PushRejected, SandboxUnavailable
 from bot.logs import distill
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
-from bot.repoconfig import RepoConfig, load_config
+from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter, ReportGitHub
 from bot.sandbox import Runner
 from bot.store import EventSpec, Job
 from bot.summary import Button, render_check_run, render_outcome_markdown
+from bot.target import RepoTarget
 from bot.triage import detect_agent
 from bot.workflows import is_workflow_command, workflow_commands
 from bot.workspace import (
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 JSONObject = dict[str, Any]
 FAILED = frozenset({"failure", "timed_out", "cancelled", "startup_failure"})
 ACTIONS_APP = "github-actions"
-CONFIG_PATH = ".github/shepherd.yml"
 TRAILER = "Shepherd-Job"
 #: Suggestions are posted as review comments only for small patches; larger ones go in the
 #: summary as a diff with the command to apply it.
@@ -108,28 +108,18 @@ class RepairGitHub(ReportGitHub, Protocol):
 
 
 @dataclass(frozen=True)
-class RepairRequest:
-    installation: int
-    owner: str
-    repo: str
+class RepairRequest(RepoTarget):
     sha: str
     pr: int | None
     clone_url: str
     trigger: str  # workflow_job | workflow_run | check_run | command
     job_id: int
 
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.repo}"
-
     @classmethod
     def from_job(cls, job: Job) -> RepairRequest:
         p = job.payload
-        owner, _, name = str(p["repo"]).partition("/")
         return cls(
-            installation=int(p["installation"]),
-            owner=owner,
-            repo=name,
+            **cls.target_fields(p),
             sha=str(p["sha"]),
             pr=int(p["pr"]) if p.get("pr") is not None else None,
             clone_url=str(p["clone_url"]),
@@ -328,7 +318,7 @@ async def run_repair(
             detail=f"The PR head is now {pull['head']['sha'][:12]}.",
         )
     pr = int(pull["number"])
-    req = RepairRequest(**{**req.__dict__, "pr": pr})
+    req = replace(req, pr=pr)
     reporter = Reporter(
         gh, store, owner=req.owner, repo=req.repo, pr=pr, app_slug=env.app_slug, job_id=req.job_id
     )
@@ -344,7 +334,8 @@ async def run_repair(
     loaded = load_config(config_text, known_fixers=[f.name for f in env.fixers] + ["agent"])
     await record(EventKind.CONFIG, sha=base_sha, from_file=loaded.from_file, ok=loaded.ok)
     if not loaded.ok:
-        return await _report_config_problem(reporter, req, loaded)
+        assert loaded.error is not None
+        return await reporter.config_problem(req.sha, loaded.error)
     config = loaded.config
 
     events = await reporter.events()
@@ -629,9 +620,7 @@ async def _report(
     paused: bool = False,
 ) -> None:
     # Keep the triage on the same check run: it lives in the output's text.
-    triaged = next(
-        (e for e in reversed(await reporter.events()) if e.kind == EventKind.TRIAGED), None
-    )
+    triaged = last_event(await reporter.events(), EventKind.TRIAGED)
     triage_markdown = str(triaged.data.get("markdown", "")) if triaged else ""
     output = render_check_run(
         outcome, triage_markdown=triage_markdown, annotations=annotations_for(diagnoses)
@@ -651,26 +640,3 @@ async def _report(
         title=outcome.title,
         budget=outcome.budget.model_dump(),
     )
-
-
-async def _report_config_problem(reporter: Reporter, req: RepairRequest, loaded: Any) -> Outcome:
-    problem = loaded.error
-    outcome = Outcome(
-        title="Invalid .github/shepherd.yml",
-        detail=f"{problem.message} (line {problem.line})" if problem.line else problem.message,
-        outcome=OutcomeKind.NOOP,
-        owner_action_required=True,
-        next_action=NextAction.CONFIGURE,
-    )
-    annotation = {
-        "path": CONFIG_PATH,
-        "start_line": problem.line or 1,
-        "end_line": problem.line or 1,
-        "annotation_level": "failure",
-        "message": problem.message[:500],
-        "title": "Invalid Shepherd configuration",
-    }
-    output = render_check_run(outcome, annotations=[annotation])
-    output = type(output)(**{**output.__dict__, "conclusion": "neutral"})
-    await reporter.check_run(req.sha, output)
-    return outcome

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
-from bot.episodes import EventKind
-from bot.problems import Outcome
+from bot.episodes import EventKind, last_event
+from bot.problems import NextAction, Outcome, OutcomeKind
+from bot.repoconfig import CONFIG_PATH, ConfigProblem
 from bot.store import EventSpec, PrEvent, Store
 from bot.summary import (
     CHECK_NAME,
@@ -23,6 +25,7 @@ from bot.summary import (
     CheckRunOutput,
     embed_outcome,
     extract_outcome,
+    render_check_run,
 )
 
 log = logging.getLogger(__name__)
@@ -105,13 +108,6 @@ def compose_comment(sections: Mapping[str, str], outcome: Outcome | None) -> str
     return "\n\n".join(parts)
 
 
-def _last(events: Sequence[PrEvent], kind: str, **match: Any) -> PrEvent | None:
-    for event in reversed(events):
-        if event.kind == kind and all(event.data.get(k) == v for k, v in match.items()):
-            return event
-    return None
-
-
 class Reporter:
     """Writes one PR's reports. Jobs for one PR are serialized, so read-modify-write is safe."""
 
@@ -153,7 +149,7 @@ class Reporter:
     ) -> int:
         """Create the SHA's ``shepherd`` check run, or edit it if it exists."""
         events = await self.events()
-        known = _last(events, EventKind.CHECK_RUN, sha=sha)
+        known = last_event(events, EventKind.CHECK_RUN, sha=sha)
         check_id = int(known.data["id"]) if known else await self._find_check_run(sha)
         fields: dict[str, Any] = {
             "status": status,
@@ -227,3 +223,25 @@ class Reporter:
         for name in remove:
             if not current or name in current:
                 await self.gh.remove_label(self.owner, self.repo, self.pr, name)
+
+    async def config_problem(self, sha: str, problem: ConfigProblem) -> Outcome:
+        """An invalid ``.github/shepherd.yml``: one neutral ``shepherd`` check run with an
+        annotation on the offending line, and nothing else (no comment, no label)."""
+        outcome = Outcome(
+            title="Invalid .github/shepherd.yml",
+            detail=f"{problem.message} (line {problem.line})" if problem.line else problem.message,
+            outcome=OutcomeKind.NOOP,
+            owner_action_required=True,
+            next_action=NextAction.CONFIGURE,
+        )
+        annotation = {
+            "path": CONFIG_PATH,
+            "start_line": problem.line or 1,
+            "end_line": problem.line or 1,
+            "annotation_level": "failure",
+            "message": problem.message[:500],
+            "title": "Invalid Shepherd configuration",
+        }
+        output = render_check_run(outcome, annotations=[annotation])
+        await self.check_run(sha, replace(output, conclusion="neutral"))
+        return outcome

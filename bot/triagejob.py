@@ -13,18 +13,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.codeowners import CODEOWNERS_LOCATIONS, Rule, parse_codeowners, split_reviewers
-from bot.episodes import EventKind
+from bot.episodes import EventKind, last_event
 from bot.errors import GitHubError
-from bot.lanejob import LaneGitHub, advance_lane, last_event, request_reviewers
-from bot.problems import NextAction, Outcome, OutcomeKind
-from bot.repoconfig import CONFIG_PATH, ConfigResult, RepoConfig, load_config
+from bot.lanejob import LaneGitHub, advance_lane, request_reviewers
+from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter
 from bot.store import EventSpec, Job, Store
-from bot.summary import CHECK_TEXT_LIMIT, CheckRunOutput, render_check_run
+from bot.summary import CHECK_TEXT_LIMIT, CheckRunOutput
+from bot.target import RepoTarget
 from bot.triage import (
     DEFAULT_RISK_LABELS,
     FileChange,
@@ -64,27 +64,17 @@ class TriageGitHub(LaneGitHub, Protocol):
 
 
 @dataclass(frozen=True)
-class TriageRequest:
-    installation: int
-    owner: str
-    repo: str
+class TriageRequest(RepoTarget):
     pr: int
     sha: str
     action: str
     job_id: int | None
 
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.repo}"
-
     @classmethod
     def from_job(cls, job: Job) -> TriageRequest:
         p = job.payload
-        owner, _, name = str(p["repo"]).partition("/")
         return cls(
-            installation=int(p["installation"]),
-            owner=owner,
-            repo=name,
+            **cls.target_fields(p),
             pr=int(p["pr"]),
             sha=str(p["sha"]),
             action=str(p.get("action", "opened")),
@@ -256,7 +246,8 @@ async def run_triage(
     )
     await record(EventKind.CONFIG, sha=base_sha, from_file=loaded.from_file, ok=loaded.ok)
     if not loaded.ok:
-        await _report_config_problem(reporter, head_sha, loaded)
+        if loaded.error is not None:
+            await reporter.config_problem(head_sha, loaded.error)
         return TriageResult("config-error", detail=loaded.error.message if loaded.error else "")
     config = loaded.config
     shepherd_login = f"{app_slug}[bot]"
@@ -368,28 +359,3 @@ async def _request_owners(
     await request_reviewers(
         gh, reporter, pull, users=users, teams=teams, sha=sha, reason="codeowners"
     )
-
-
-async def _report_config_problem(reporter: Reporter, sha: str, loaded: ConfigResult) -> None:
-    """What the repair job does with an invalid config (``bot.repairjob``): one neutral
-    ``shepherd`` check run with an annotation on the offending line, and nothing else."""
-    problem = loaded.error
-    if problem is None:
-        return
-    outcome = Outcome(
-        title="Invalid .github/shepherd.yml",
-        detail=f"{problem.message} (line {problem.line})" if problem.line else problem.message,
-        outcome=OutcomeKind.NOOP,
-        owner_action_required=True,
-        next_action=NextAction.CONFIGURE,
-    )
-    annotation = {
-        "path": CONFIG_PATH,
-        "start_line": problem.line or 1,
-        "end_line": problem.line or 1,
-        "annotation_level": "failure",
-        "message": problem.message[:500],
-        "title": "Invalid Shepherd configuration",
-    }
-    output = render_check_run(outcome, annotations=[annotation])
-    await reporter.check_run(sha, replace(output, conclusion="neutral"))
