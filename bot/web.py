@@ -21,7 +21,7 @@ from bot.observability import Metrics
 from bot.problems import PROBLEM_JSON, Problem
 from bot.settings import Settings
 from bot.store import NewDelivery, Store, open_store
-from bot.worker import WorkerPool
+from bot.worker import IngestGauge, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 WORKERS = web.AppKey("workers", WorkerPool)
+INGEST = web.AppKey("ingest", IngestGauge)
 
 _MAX_DELIVERY_ID = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -97,6 +98,15 @@ def _too_large(limit: int) -> Problem:
 
 
 async def webhook(request: web.Request) -> web.Response:
+    gauge = request.app[INGEST]
+    gauge.in_flight += 1
+    try:
+        return await _ingest(request)
+    finally:
+        gauge.in_flight -= 1
+
+
+async def _ingest(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     secret = settings.github_webhook_secret
@@ -272,11 +282,13 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     the_store = store or open_store(settings.effective_database_url)
     app[STORE] = the_store
+    app[INGEST] = IngestGauge()
     app[WORKERS] = WorkerPool(
         store=the_store,
         settings=settings,
         metrics=app[METRICS],
         count=settings.workers if workers is None else workers,
+        ingest=app[INGEST],
     )
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -31,6 +31,21 @@ log = logging.getLogger(__name__)
 
 DELIVERY_BATCH = 32
 IDLE_WAIT_SECONDS = 1.0
+#: While webhooks are arriving, in-process workers step aside for at most this long between two
+#: units of work: the 10-second answer to GitHub comes first, the work is safe in the store.
+INGEST_PRIORITY_MAX_DEFER = 1.0
+INGEST_PRIORITY_POLL = 0.005
+
+
+class IngestGauge:
+    """Counts webhook requests in flight, so in-process workers can yield to ingest."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight > 0
 
 
 def backoff_seconds(attempt: int, *, base: float = 5.0, cap: float = 600.0) -> float:
@@ -81,6 +96,7 @@ class WorkerPool:
         count: int,
         routers: Sequence[routing.Router] | None = None,
         deps: JobDeps | None = None,
+        ingest: IngestGauge | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -88,6 +104,7 @@ class WorkerPool:
         self.count = count
         self._routers = routers
         self._deps = deps
+        self._ingest = ingest
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._identity = f"{socket.gethostname()}:{os.getpid()}"
@@ -108,6 +125,10 @@ class WorkerPool:
 
     async def start(self) -> None:
         self._stopping.clear()
+        if self.count:
+            # Build the job dependencies (and import what they need: fixers, the LLM SDK) now,
+            # not in the middle of the first burst of webhooks.
+            _ = self.deps, self.routers
         for n in range(self.count):
             owner = f"{self._identity}:w{n}"
             self._tasks.append(asyncio.create_task(self._loop(owner), name=owner))
@@ -142,6 +163,7 @@ class WorkerPool:
     async def _loop(self, owner: str) -> None:
         failures = 0
         while not self._stopping.is_set():
+            await self._yield_to_ingest()
             try:
                 worked = await self.run_once(owner)
                 failures = 0
@@ -160,14 +182,26 @@ class WorkerPool:
                         self.store.wait_for_work(IDLE_WAIT_SECONDS), IDLE_WAIT_SECONDS * 2
                     )
 
+    async def _yield_to_ingest(self) -> None:
+        """In a burst of webhooks, let the server answer them first (bounded, so work never
+        starves): every delivery is already durable, and GitHub waits only 10 s for an answer."""
+        if self._ingest is None:
+            return
+        deferred = 0.0
+        while self._ingest.busy and deferred < INGEST_PRIORITY_MAX_DEFER:
+            await asyncio.sleep(INGEST_PRIORITY_POLL)
+            deferred += INGEST_PRIORITY_POLL
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def run_once(self, owner: str) -> bool:
         """One unit of work: a batch of deliveries, else one job. Returns whether it did any."""
+        # Small bites while webhooks are arriving, so one batch never holds up their answers.
+        batch = 4 if self._ingest is not None and self._ingest.busy else DELIVERY_BATCH
         deliveries = await self.store.claim_deliveries(
-            owner, DELIVERY_BATCH, self.settings.delivery_lease_seconds
+            owner, batch, self.settings.delivery_lease_seconds
         )
         for delivery in deliveries:
             await self.process_delivery(owner, delivery)
