@@ -145,7 +145,7 @@ class WorkerPool:
             await asyncio.gather(*pending, return_exceptions=True)
             if pending:
                 log.warning(
-                    "%d worker(s) cancelled after the %.0f s grace period",
+                    "%d worker(s) cancelled after the %g s grace period",
                     len(pending),
                     self.settings.shutdown_grace_seconds,
                 )

@@ -1,0 +1,199 @@
+"""The worker: isolated handlers, bounded job retries with backoff, leases, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from gidgethub import routing, sansio
+
+from bot.errors import GitHubError, ShepherdError
+from bot.handlercontext import HandlerContext
+from bot.jobs import JOB_RUNNERS, JobDeps, JobResult
+from bot.observability import Metrics
+from bot.settings import Settings
+from bot.store import DeliveryState, JobSpec, JobState, NewDelivery, Store, open_store
+from bot.worker import DELIVERY_BATCH, IngestGauge, WorkerPool
+
+OWNER = "test-worker"
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    s = open_store(settings.effective_database_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def pool(store: Store, settings: Settings, routers: Any = (), **kwargs: Any) -> WorkerPool:
+    return WorkerPool(
+        store=store, settings=settings, metrics=Metrics(), count=0, routers=routers, **kwargs
+    )
+
+
+def delivery(n: int, event: str = "ping") -> NewDelivery:
+    body = json.dumps({"zen": "x", "hook_id": n}).encode()
+    return NewDelivery(f"d{n}", event, None, None, None, body, datetime.now(UTC))
+
+
+async def test_a_failing_handler_does_not_stop_the_others(
+    store: Store, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = routing.Router(), routing.Router()
+
+    @first.register("ping")
+    async def broken(event: sansio.Event, ctx: HandlerContext) -> None:
+        raise KeyError("installation")
+
+    @second.register("ping")
+    async def works(event: sansio.Event, ctx: HandlerContext) -> None:
+        ctx.record("acme/widgets", 1, "seen", hook=event.data["hook_id"])
+
+    await store.record_delivery(delivery(1))
+    with caplog.at_level(logging.ERROR):
+        assert await pool(store, settings, [first, second]).run_once(OWNER)
+
+    stored = await store.get_delivery("d1")
+    assert stored is not None
+    assert stored.state is DeliveryState.FAILED
+    assert "broken: KeyError" in (stored.error or "")
+    assert [e.kind for e in await store.list_events("acme/widgets", 1)] == ["seen"]
+    assert any("handler" in r.getMessage() and "broken" in r.getMessage() for r in caplog.records)
+
+
+def runner_that(raise_: Callable[[], BaseException | None]) -> Any:
+    async def run(job: Any, deps: JobDeps) -> JobResult:
+        exc = raise_()
+        if exc is not None:
+            raise exc
+        return JobResult("done", {"ok": True})
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("error", "state", "retries"),
+    [
+        (lambda: GitHubError("502", status=502, retryable=True), JobState.QUEUED, True),
+        (lambda: RuntimeError("a bug"), JobState.QUEUED, True),  # unexpected: retried
+        (lambda: ShepherdError("bad config"), JobState.DEAD, False),  # not retryable
+        (lambda: None, JobState.DONE, False),
+    ],
+    ids=["retryable", "crash", "permanent", "success"],
+)
+async def test_job_failures_are_retried_with_backoff_or_given_up(
+    store: Store,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Callable[[], BaseException | None],
+    state: JobState,
+    retries: bool,
+) -> None:
+    monkeypatch.setitem(JOB_RUNNERS, "test", runner_that(error))
+    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 60.0)
+    job_id = await store.upsert_job(JobSpec("test", "k1", {}))
+    before = datetime.now(UTC)
+    assert await pool(store, settings).run_once(OWNER)
+    job = await store.get_job(job_id)
+    assert job is not None
+    assert job.state is state
+    if retries:
+        assert job.run_after >= before  # backed off, not spinning
+        assert job.error
+        assert await store.lease_job(OWNER, 60) is None  # not runnable again at once
+
+
+async def test_retries_are_bounded(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(JOB_RUNNERS, "test", runner_that(lambda: RuntimeError("always")))
+    job_id = await store.upsert_job(JobSpec("test", "k2", {}, max_attempts=3))
+    worker = pool(store, settings)
+    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 0.0)
+    for _ in range(5):
+        await worker.run_once(OWNER)
+    job = await store.get_job(job_id)
+    assert job is not None
+    assert (job.state, job.attempts) == (JobState.DEAD, 3)
+
+
+async def test_stop_lets_an_in_flight_job_finish(
+    store: Store, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(shutdown_grace_seconds=10)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(job: Any, deps: JobDeps) -> JobResult:
+        started.set()
+        await release.wait()
+        return JobResult("done")
+
+    monkeypatch.setitem(JOB_RUNNERS, "slow", slow)
+    job_id = await store.upsert_job(JobSpec("slow", "k3", {}))
+    workers = WorkerPool(store=store, settings=settings, metrics=Metrics(), count=1, routers=())
+    await workers.start()
+    await asyncio.wait_for(started.wait(), 10)
+    stopping = asyncio.create_task(workers.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done()  # waiting for the job, not killing it
+    release.set()
+    await asyncio.wait_for(stopping, 10)
+    job = await store.get_job(job_id)
+    assert job is not None
+    assert job.state is JobState.DONE
+
+
+async def test_stop_cancels_a_job_past_the_grace_period(
+    store: Store, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(shutdown_grace_seconds=0.2)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    started = asyncio.Event()
+
+    async def hangs(job: Any, deps: JobDeps) -> JobResult:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setitem(JOB_RUNNERS, "hangs", hangs)
+    job_id = await store.upsert_job(JobSpec("hangs", "k4", {}))
+    workers = WorkerPool(store=store, settings=settings, metrics=Metrics(), count=1, routers=())
+    await workers.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(workers.stop(), 10)
+    job = await store.get_job(job_id)
+    assert job is not None
+    assert job.state is JobState.RUNNING  # its lease expires and another worker takes it
+
+
+async def test_workers_take_small_bites_while_webhooks_arrive(
+    store: Store, settings: Settings
+) -> None:
+    for n in range(DELIVERY_BATCH):
+        await store.record_delivery(delivery(100 + n))
+    gauge = IngestGauge()
+    gauge.in_flight = 3
+    assert await pool(store, settings, ingest=gauge).run_once(OWNER)
+    stats = await store.stats()
+    assert stats.deliveries[DeliveryState.DONE] == 4
+    gauge.in_flight = 0
+    assert await pool(store, settings, ingest=gauge).run_once(OWNER)
+    stats = await store.stats()
+    assert stats.deliveries[DeliveryState.DONE] == DELIVERY_BATCH
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 8, 20])
+def test_backoff_grows_and_is_capped(attempt: int) -> None:
+    from bot.worker import backoff_seconds
+
+    samples = [backoff_seconds(attempt) for _ in range(200)]
+    assert all(0 <= s <= min(600.0, 5.0 * 2 ** (attempt - 1)) for s in samples)
+    assert max(samples) > min(600.0, 5.0 * 2 ** (attempt - 1)) / 4  # jittered across the range
