@@ -197,3 +197,36 @@ def test_backoff_grows_and_is_capped(attempt: int) -> None:
     samples = [backoff_seconds(attempt) for _ in range(200)]
     assert all(0 <= s <= min(600.0, 5.0 * 2 ** (attempt - 1)) for s in samples)
     assert max(samples) > min(600.0, 5.0 * 2 ** (attempt - 1)) / 4  # jittered across the range
+
+
+async def test_a_job_whose_lease_is_lost_stops_and_completes_nothing(
+    store: Store,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(job_lease_seconds=0.3)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cancelled = asyncio.Event()
+
+    async def long(job: Any, deps: JobDeps) -> JobResult:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    async def lost(job_id: int, owner: str, lease_seconds: float) -> bool:
+        return False  # another worker took the job over
+
+    monkeypatch.setitem(JOB_RUNNERS, "long", long)
+    monkeypatch.setattr(store, "heartbeat", lost)
+    job_id = await store.upsert_job(JobSpec("long", "k5", {}))
+    with caplog.at_level(logging.WARNING):
+        assert await asyncio.wait_for(pool(store, settings).run_once(OWNER), 10)
+    assert cancelled.is_set()
+    job = await store.get_job(job_id)
+    assert job is not None
+    assert job.state is JobState.RUNNING  # not completed by the worker that lost it
+    assert any("lease was lost" in r.getMessage() for r in caplog.records)
