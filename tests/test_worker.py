@@ -230,3 +230,39 @@ async def test_a_job_whose_lease_is_lost_stops_and_completes_nothing(
     assert job is not None
     assert job.state is JobState.RUNNING  # not completed by the worker that lost it
     assert any("lease was lost" in r.getMessage() for r in caplog.records)
+
+
+async def test_workers_back_off_while_the_database_is_away_and_resume(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.errors import StoreError
+
+    outage = {"left": 3}
+    real_claim = store.claim_deliveries
+
+    async def flaky_claim(*args: Any, **kwargs: Any) -> Any:
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise StoreError("connection refused")
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_deliveries", flaky_claim)
+    await store.record_delivery(delivery(7))
+    workers = WorkerPool(store=store, settings=settings, metrics=Metrics(), count=1, routers=())
+    delays: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr(workers, "_sleep", no_wait)
+    await workers.start()
+    for _ in range(200):
+        stored = await store.get_delivery("d7")
+        if stored is not None and stored.state is DeliveryState.DONE:
+            break
+        await asyncio.sleep(0.01)
+    await workers.stop()
+    assert delays == [1.0, 2.0, 4.0]  # exponential, then work resumed by itself
+    stored = await store.get_delivery("d7")
+    assert stored is not None
+    assert stored.state is DeliveryState.DONE
