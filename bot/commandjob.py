@@ -21,11 +21,10 @@ from typing import Any, Protocol
 from bot.commands import COMMAND_PREFIX, CommandSpec, Verb, button_action, render_help, spec_for
 from bot.episodes import EventKind, budget_state, is_paused
 from bot.errors import ShepherdError
+from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
 from bot.explain import render_explain
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repairjob import (
-    ACTIONS_APP,
-    FAILED,
     RepairEnv,
     RepairGitHub,
     RepairRequest,
@@ -303,7 +302,7 @@ class _Ctx:
         return [
             r
             for r in runs
-            if r.get("conclusion") in FAILED
+            if r.get("conclusion") in FAILED_CONCLUSIONS
             and r.get("name") != CHECK_NAME
             and (r.get("app") or {}).get("slug") != self.env.repair.app_slug
         ]
@@ -384,7 +383,7 @@ async def _retry(ctx: _Ctx) -> VerbResult:
         # This job re-ran them before a crash; a second request would fail on running jobs.
         return VerbResult(summary=f"Re-ran the failed jobs of `{ctx.head[:7]}`.")
     failed = await ctx.failed_runs()
-    actions = [r for r in failed if (r.get("app") or {}).get("slug") == ACTIONS_APP]
+    actions = [r for r in failed if (r.get("app") or {}).get("slug") == ACTIONS_APP_SLUG]
     others = len(failed) - len(actions)
     run_ids: set[int] = set()
     for run in actions:

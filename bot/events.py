@@ -210,6 +210,19 @@ class CheckConclusion(StrEnum):
     startup_failure = "startup_failure"
 
 
+#: Conclusions the repair ladder looks at (``cancelled`` and ``timed_out`` are usually infra).
+FAILED_CONCLUSIONS: frozenset[str] = frozenset(
+    {
+        CheckConclusion.failure,
+        CheckConclusion.timed_out,
+        CheckConclusion.cancelled,
+        CheckConclusion.startup_failure,
+    }
+)
+#: The App that owns GitHub Actions' check runs; for it, a check run's id is the job id.
+ACTIONS_APP_SLUG = "github-actions"
+
+
 # --- shared sub-models -------------------------------------------------------------------------
 
 

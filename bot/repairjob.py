@@ -30,6 +30,7 @@ from bot.blueprint import (
 from bot.classify import file_locations
 from bot.episodes import BudgetState, EventKind, budget_state, last_event, pending_push
 from bot.errors import GitHubError, PushRejected, SandboxUnavailable
+from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
 from bot.logs import distill
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
@@ -56,8 +57,6 @@ from fixers.base import Fixer, WorktreeFiles
 log = logging.getLogger(__name__)
 
 JSONObject = dict[str, Any]
-FAILED = frozenset({"failure", "timed_out", "cancelled", "startup_failure"})
-ACTIONS_APP = "github-actions"
 TRAILER = "Shepherd-Job"
 #: Suggestions are posted as review comments only for small patches; larger ones go in the
 #: summary as a diff with the command to apply it.
@@ -183,7 +182,7 @@ async def _diagnose_run(
 ) -> Diagnosis:
     name = str(run.get("name") or "check")
     conclusion = str(run.get("conclusion") or "")
-    is_actions = (run.get("app") or {}).get("slug") == ACTIONS_APP
+    is_actions = (run.get("app") or {}).get("slug") == ACTIONS_APP_SLUG
     job_id = int(run["id"]) if is_actions else None
     run_id: int | None = None
     if job_id is not None:
@@ -346,7 +345,7 @@ async def run_repair(
     runs = await wait_for_settled(
         gh, req, app_slug=env.app_slug, settle_timeout=env.settle_timeout, poll=env.settle_poll
     )
-    failed = [r for r in runs if r.get("conclusion") in FAILED]
+    failed = [r for r in runs if r.get("conclusion") in FAILED_CONCLUSIONS]
     comparison = await gh.compare(req.owner, req.repo, base_sha, req.sha)
     messages = [
         str((c.get("commit") or {}).get("message", "")) for c in comparison.get("commits", [])

@@ -10,6 +10,8 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 
 from bot.events import (
+    ACTIONS_APP_SLUG,
+    FAILED_CONCLUSIONS,
     CheckRunEvent,
     PullRequestMinimal,
     Repository,
@@ -21,11 +23,8 @@ from bot.handlercontext import HandlerContext
 router = routing.Router()
 
 REPAIR_JOB = "repair"
-#: Conclusions the repair ladder looks at. ``cancelled`` and ``timed_out`` are usually infra.
-FAILED = frozenset({"failure", "timed_out", "cancelled", "startup_failure"})
 #: The App that owns GitHub Actions' check runs. Its failures arrive as workflow_job too, with
 #: the run attempt that check_run lacks, so check_run from Actions is left to workflow_job.
-ACTIONS_APP_SLUG = "github-actions"
 
 
 def enqueue_repair(
@@ -68,7 +67,7 @@ def enqueue_repair(
 async def workflow_job_failed(event: sansio.Event, ctx: HandlerContext) -> None:
     payload = WorkflowJobEvent.model_validate(event.data)
     job = payload.workflow_job
-    if job.conclusion not in FAILED:
+    if job.conclusion not in FAILED_CONCLUSIONS:
         return
     enqueue_repair(
         ctx,
@@ -85,7 +84,7 @@ async def workflow_job_failed(event: sansio.Event, ctx: HandlerContext) -> None:
 async def workflow_run_failed(event: sansio.Event, ctx: HandlerContext) -> None:
     payload = WorkflowRunEvent.model_validate(event.data)
     run = payload.workflow_run
-    if run.conclusion not in FAILED:
+    if run.conclusion not in FAILED_CONCLUSIONS:
         return
     enqueue_repair(
         ctx,
@@ -102,7 +101,7 @@ async def workflow_run_failed(event: sansio.Event, ctx: HandlerContext) -> None:
 async def check_run_failed(event: sansio.Event, ctx: HandlerContext) -> None:
     payload = CheckRunEvent.model_validate(event.data)
     run = payload.check_run
-    if run.conclusion not in FAILED:
+    if run.conclusion not in FAILED_CONCLUSIONS:
         return
     slug = run.app.slug or ""
     if slug in (ACTIONS_APP_SLUG, ctx.app_slug) or run.name == "shepherd":
