@@ -293,7 +293,7 @@ class _Ctx:
             text = await self.gh.get_content(
                 self.req.owner, self.req.repo, CONFIG_PATH, str(self.pull["base"]["sha"])
             )
-            names = [f.name for f in self.env.repair.fixers] + ["agent"]
+            names = self.env.repair.known_fixers
             self.config = load_config(text, known_fixers=names).config
         return self.config
 
@@ -426,7 +426,7 @@ async def _triage(ctx: _Ctx) -> VerbResult:
         ),
         store=ctx.store,
         app_slug=ctx.env.repair.app_slug,
-        known_fixers=[f.name for f in ctx.env.repair.fixers] + ["agent"],
+        known_fixers=ctx.env.repair.known_fixers,
     )
     if result.outcome == "triaged":
         return VerbResult(summary=f"Re-triaged `{ctx.head[:7]}`: labels and reviewers updated.")

@@ -179,7 +179,7 @@ async def triage_job(job: Job, deps: JobDeps) -> JobResult:
         req,
         store=deps.store,
         app_slug=deps.settings.app_slug,
-        known_fixers=[f.name for f in deps.repair_env.fixers] + ["agent"],
+        known_fixers=deps.repair_env.known_fixers,
     )
     return JobResult(result.outcome, result.to_json())
 
@@ -194,14 +194,22 @@ async def agent_lane_job(job: Job, deps: JobDeps) -> JobResult:
         req,
         store=deps.store,
         app_slug=deps.settings.app_slug,
-        known_fixers=[f.name for f in deps.repair_env.fixers] + ["agent"],
+        known_fixers=deps.repair_env.known_fixers,
     )
     return JobResult(outcome)
 
 
 #: kind → runner. Explicit: a new job kind is one line here.
+async def forget_repos_job(job: Job, deps: JobDeps) -> JobResult:
+    """The App was uninstalled or lost repositories: drop their mirror clones."""
+    repos = [str(r) for r in job.payload.get("repos", [])]
+    removed = [repo for repo in repos if await deps.workspaces.forget(repo)]
+    return JobResult("done", {"removed": removed})
+
+
 JOB_RUNNERS: dict[str, JobRunner] = {
     "repair": repair_job,
+    "forget_repos": forget_repos_job,
     "triage": triage_job,
     "agent_lane": agent_lane_job,
     "command": command_job,

@@ -148,6 +148,11 @@ class RepairEnv:
     settle_timeout: float = 600.0
     settle_poll: float = 15.0
 
+    @property
+    def known_fixers(self) -> list[str]:
+        """Names ``.github/shepherd.yml`` may switch: the fixers and the LLM rung."""
+        return [f.name for f in self.fixers] + ["agent"]
+
 
 async def find_pull(gh: RepairGitHub, req: RepairRequest) -> JSONObject | None:
     """The open PR whose head is ``req.sha``. Fork PRs are found by head SHA, since GitHub leaves
@@ -330,7 +335,7 @@ async def run_repair(
     # Policy comes from the base branch: a PR cannot change its own rules.
     base_sha = str(pull["base"]["sha"])
     config_text = await gh.get_content(req.owner, req.repo, CONFIG_PATH, base_sha)
-    loaded = load_config(config_text, known_fixers=[f.name for f in env.fixers] + ["agent"])
+    loaded = load_config(config_text, known_fixers=env.known_fixers)
     await record(EventKind.CONFIG, sha=base_sha, from_file=loaded.from_file, ok=loaded.ok)
     if not loaded.ok:
         assert loaded.error is not None

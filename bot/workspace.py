@@ -416,6 +416,16 @@ class Workspaces:
             async with _file_lock(mirror.with_name(mirror.name + ".lock"), self.lock_timeout):
                 yield
 
+    async def forget(self, repo_full_name: str) -> bool:
+        """Delete a repository's mirror clone (the App lost access to it). Waits for jobs that
+        are fetching into it; returns whether there was one."""
+        mirror = self.mirror_path(repo_full_name)
+        async with self._mirror_lock(mirror):
+            if not mirror.exists():
+                return False
+            await asyncio.to_thread(shutil.rmtree, mirror)
+            return True
+
     async def _run(
         self,
         args: Sequence[str],

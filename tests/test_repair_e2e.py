@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.sandbox import CommandResult, Runner
 from bot.summary import extract_outcome
+from tests.conftest import load_payload
 from tests.e2e_support import World, git, scenario_files, scenario_log
 
 RUFF = "af-ruff-check-unused-imports"
@@ -212,3 +213,18 @@ async def test_a_command_the_base_workflows_do_not_run_is_never_executed(world: 
     assert "not one the base branch's workflows run" in outcome["verification"]
     assert git(world.bare, "rev-parse", f"{world.branch_sha('own-workflow')}^") == head
     world.sim.assert_no_violations()
+
+
+async def test_removed_repositories_lose_their_mirror(world: World) -> None:
+    pull = world.open_pull("feature", scenario_files(RUFF), number=70)
+    run, job = world.fail_job(pull.head_sha, "lint", scenario_log(RUFF))
+    await world.deliver("workflow_job", world.workflow_job_event(run, job))
+    await world.drain()
+    mirror = world.pool.deps.workspaces.mirror_path("acme/widgets")
+    assert mirror.exists()
+
+    payload = load_payload("installation_repositories", "removed.payload.json")
+    payload["repositories_removed"][0]["full_name"] = "acme/widgets"
+    assert await world.deliver("installation_repositories", payload) == 202
+    await world.drain()
+    assert not mirror.exists()
