@@ -37,6 +37,7 @@ from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter, ReportGitHub
 from bot.sandbox import Runner
 from bot.store import EventSpec, Job
+from bot.suggestions import suggestions
 from bot.summary import Button, render_check_run, render_outcome_markdown
 from bot.target import RepoTarget
 from bot.triage import detect_agent
@@ -60,7 +61,7 @@ JSONObject = dict[str, Any]
 TRAILER = "Shepherd-Job"
 #: Suggestions are posted as review comments only for small patches; larger ones go in the
 #: summary as a diff with the command to apply it.
-MAX_SUGGESTION_LINES = 30
+MAX_SUGGESTION_LINES = 80
 
 
 class RepairGitHub(ReportGitHub, Protocol):
@@ -576,9 +577,27 @@ def _local_apply_note(pull: JSONObject, why: str) -> str:
 
 
 async def _suggest(gh: RepairGitHub, req: RepairRequest, patch: str) -> None:
-    """Post a small patch as a review comment (the summary always carries the full diff)."""
+    """Post a small patch as one-click review suggestions (or, where GitHub cannot anchor them,
+    as a diff in the review body). The summary always carries the full patch too."""
     if not patch or patch.count("\n") > MAX_SUGGESTION_LINES or req.pr is None:
         return
+    intro = "Shepherd verified this fix but cannot push it to this branch."
+    comments = suggestions(patch)
+    if comments:
+        try:
+            await gh.create_review(
+                req.owner,
+                req.repo,
+                req.pr,
+                commit_id=req.sha,
+                event="COMMENT",
+                body=f"{intro} Apply the suggestions below.",
+                comments=comments,
+            )
+            return
+        except GitHubError as exc:
+            # 422 when a line is outside the PR's diff: suggestions must sit on changed lines.
+            log.info("suggestions refused (%s); posting the diff instead", exc)
     try:
         await gh.create_review(
             req.owner,
@@ -586,7 +605,7 @@ async def _suggest(gh: RepairGitHub, req: RepairRequest, patch: str) -> None:
             req.pr,
             commit_id=req.sha,
             event="COMMENT",
-            body=f"Shepherd verified this fix but cannot push it here:\n\n```diff\n{patch}\n```",
+            body=f"{intro}\n\n```diff\n{patch}\n```",
         )
     except GitHubError as exc:
         log.warning("could not post the review with the patch: %s", exc)

@@ -144,6 +144,9 @@ async def test_fork_pr_gets_the_patch_not_a_push(world: World) -> None:
     assert outcome["next_action"] == "apply_patch"
     assert "render.py" in (outcome["patch"] or "")
     assert "git apply" in comment["body"]
+    [review] = world.sim.calls("pulls/create-review")
+    assert review.json["comments"]
+    assert all("```suggestion" in c["body"] for c in review.json["comments"])
     world.sim.assert_no_violations()
 
 
