@@ -63,6 +63,11 @@ _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-
 # CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks) and two-byte escapes.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 # Control characters left after ANSI removal: a hostile log must not drive a reader's terminal.
+#: The excerpt's size. About a screenful: the failing lines, their context and the summary, which
+#: is what a reviewer reads and what the LLM is given first (it can read files itself); on the
+#: shared scenarios it keeps every line the classifier relies on and is 95 % smaller than the log.
+EXCERPT_BYTES = 1280
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 # Runner markers. Secret masking sometimes mangles the ``]`` into ``***`` (actions/runner#2468).
 _MARKER = re.compile(
@@ -79,14 +84,17 @@ _JOB_TAIL = ("Post job cleanup.", "Cleaning up orphan processes")
 ERROR_LINE = re.compile(
     r"\berror\b|\bERR!|\bfail(?:ed|ure|s)?\b|^E {2,}|\w(?:Error|Exception)(?::|$)|Traceback \(most"
     r"|would reformat|\d+ fixable|Found \d+ errors?|Oh no!|Imports are incorrectly sorted"
-    r"|Code style issues|needs to be updated|timed out|refused|reset by peer|rate limit"
+    r"|Code style issues|needs to be updated|timed out|refused|reset by peer|rate limit|x-ratelimit-(?:remaining|reset)|retry-after"
     r"|No space left|ENOSPC|ECONN|ETIMEDOUT|EAI_AGAIN|Could not resolve|name resolution"
     r"|ResolutionImpossible|conflicting|secrets? (?:detected|found)|Potential secrets|Secret Type|leaks? found|licen[cs]e|shutdown signal|lost communication"
     r"|was canceled|denied|Killed|Segmentation fault|panic:|\bFAIL\b|^\[warn\]"
-    r"|^\S+:\d+(?::\d+)?: (?!in )|--> \S+:\d+|^(?:---|\+\+\+) \S",
+    # file:line lines; of pytest's traceback frames (``path:N: in func``) only the project's
+    # own (relative paths), where the error came from, not the interpreter's or site-packages'.
+    r"|^(?!/)\S+:\d+(?::\d+)?: |^/\S+:\d+(?::\d+)?: (?!in )|--> \S+:\d+|^(?:---|\+\+\+) \S",
     re.IGNORECASE,
 )
 # Error-looking lines that are structure rather than errors: kept as context, not reported.
+_HAS_WORDS = re.compile(r"[A-Za-z]{2}")
 _STRUCTURE_ONLY = re.compile(r"^(?:---|\+\+\+) \S")
 # Error lines that only continue an explanation (pytest's ``E    -  14,`` diff lines, ruff's
 # ``-->``): chosen after the lines that name an error, so those fit first.
@@ -97,7 +105,9 @@ _WEAK_ERROR = re.compile(
 # ``ERROR_LINE`` check runs on the head, the tail and the lines found. Each is one C-speed scan.
 _LONG_STEP_KEYWORDS = ("error", "fail", "traceback", "timed out", "refused", "no space left")
 
-_MAX_LINE_CHARS = 500
+# A line longer than this is cut (with a count): the message is at its start, and a few long
+# lines must not crowd the others out of the excerpt.
+_MAX_LINE_CHARS = 240
 _MAX_RAW_LINE_CHARS = 8 * _MAX_LINE_CHARS
 _CONTEXT_STEPS = (2, 5, 10)
 _TAIL_LINES = 20
@@ -455,7 +465,10 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
     # The tail carries the summary line and the runner's exit-code line.
     tail_limit = usable * 2 // 5
     i = n - 1
-    while i >= max(0, n - _TAIL_LINES) and take(i, tail_limit):
+    while i >= max(0, n - _TAIL_LINES):
+        # Lines with next to no words (``29,``, ``]``: the end of a long repr) say nothing.
+        if _HAS_WORDS.search(text[i]) and not take(i, tail_limit):
+            break
         i -= 1
     head_limit = used + usable // 10
     j = 0
@@ -531,7 +544,7 @@ def _fit_bytes(text: str, budget: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def distill(raw: str | bytes, *, max_excerpt_bytes: int = 4096) -> DistilledLog:
+def distill(raw: str | bytes, *, max_excerpt_bytes: int = EXCERPT_BYTES) -> DistilledLog:
     """Distil a raw GitHub Actions job log to its failing step and error lines.
 
     The failing step is the one in which ``##[error]Process completed with exit code N.``
