@@ -427,6 +427,7 @@ async def _triage(ctx: _Ctx) -> VerbResult:
         store=ctx.store,
         app_slug=ctx.env.repair.app_slug,
         known_fixers=ctx.env.repair.known_fixers,
+        respect_pause=False,  # a person asked for it
     )
     if result.outcome == "triaged":
         return VerbResult(summary=f"Re-triaged `{ctx.head[:7]}`: labels and reviewers updated.")

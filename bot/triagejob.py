@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.codeowners import CODEOWNERS_LOCATIONS, Rule, parse_codeowners, split_reviewers
-from bot.episodes import EventKind, last_event
+from bot.episodes import EventKind, is_paused, last_event
 from bot.errors import GitHubError
 from bot.lanejob import LaneGitHub, advance_lane, request_reviewers
 from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
@@ -222,7 +222,12 @@ async def run_triage(
     store: Store,
     app_slug: str,
     known_fixers: Sequence[str],
+    respect_pause: bool = True,
 ) -> TriageResult:
+    """Triage the PR. Automatic triage respects ``/shepherd stop`` (no label changes while
+    paused); ``/shepherd triage`` passes ``respect_pause=False``: a person asked for it."""
+    if respect_pause and is_paused(await store.list_events(req.full_name, req.pr)):
+        return TriageResult("noop", detail="Shepherd is paused on this pull request")
     pull = await gh.get_pull(req.owner, req.repo, req.pr)
     if pull.get("state") != "open":
         return TriageResult("noop", detail="the pull request is closed")

@@ -160,6 +160,11 @@ async def test_stop_then_ci_failure_does_not_push_and_resume_repairs(world: Worl
     assert "shepherd/needs-human" not in world.sim.pulls[("acme/widgets", 23)].labels
     [check] = world.shepherd_runs(head)
     assert [a["identifier"] for a in check["actions"]] == [button_identifier("resume")]
+    # Automatic triage (a PR event) changes no labels while paused either.
+    labels = list(world.sim.pulls[("acme/widgets", 23)].labels)
+    await world.deliver("pull_request", world.pull_request_event(pull, "reopened"))
+    await world.drain()
+    assert world.sim.pulls[("acme/widgets", 23)].labels == labels
 
     await _comment(world, 23, "/shepherd resume", user="maria")
     new_head = world.branch_sha("feature")
