@@ -624,8 +624,21 @@ async def run_commands(
         e.kind == EventKind.COMMAND_REPLY and e.job_id == req.job_id for e in events
     )
     if replies and not already_replied:
-        body = "\n\n".join([REPLY_MARKER, *replies])
-        created = await gh.create_comment(req.owner, req.repo, req.pr, body)
-        await ctx.record(EventKind.COMMAND_REPLY, id=int(created["id"]))
+        marker = f"<!-- shepherd:reply job={req.job_id} -->"
+        # A crash between posting and recording must not post twice: look for our own reply
+        # (by its per-job marker) before writing it.
+        posted = next(
+            (
+                c
+                for c in await gh.list_comments(req.owner, req.repo, req.pr)
+                if marker in str(c.get("body") or "")
+                and str((c.get("user") or {}).get("login", "")).lower() == reporter.bot_login
+            ),
+            None,
+        )
+        if posted is None:
+            body = "\n\n".join([REPLY_MARKER, marker, *replies])
+            posted = await gh.create_comment(req.owner, req.repo, req.pr, body)
+        await ctx.record(EventKind.COMMAND_REPLY, id=int(posted["id"]))
         report.replied = True
     return report

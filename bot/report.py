@@ -131,6 +131,10 @@ class Reporter:
         self.app_slug = app_slug
         self.job_id = job_id
 
+    @property
+    def bot_login(self) -> str:
+        return f"{self.app_slug}[bot]".lower()
+
     async def _record(self, kind: str, **data: Any) -> None:
         await self.store.append_event(
             EventSpec(repo=self.full_name, pr=self.pr, kind=kind, data=data, job_id=self.job_id)

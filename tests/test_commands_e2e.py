@@ -14,6 +14,8 @@ import pytest
 
 from bot.commandjob import may_run, render_refusal
 from bot.commands import button_identifier, spec_for
+from bot.episodes import EventKind
+from bot.errors import StoreError
 from bot.summary import extract_outcome
 from bot.web import STORE
 from tests.e2e_support import World, git, scenario_files, scenario_log
@@ -379,4 +381,31 @@ async def test_a_failing_command_says_why_in_a_reply(world: World) -> None:
     assert record["title"] == "/shepherd retry failed"
     assert "403" in record["detail"] or "not accessible" in record["detail"]
     assert "failed: " in _sticky(world, 34)
+    world.sim.assert_no_violations()
+
+
+async def test_a_crash_between_replying_and_recording_does_not_reply_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.open_pull("feature", {"a.py": "x = 1\n"}, number=25)
+    store = world.client.app[STORE]
+    real_append = store.append_event
+    crashed: list[str] = []
+
+    async def crash_once(spec: Any) -> int:
+        if spec.kind == EventKind.COMMAND_REPLY and not crashed:
+            crashed.append(spec.kind)
+            raise StoreError("the database went away")  # after the reply was posted
+        return await real_append(spec)
+
+    monkeypatch.setattr(store, "append_event", crash_once)
+    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 0.0)
+    await _comment(world, 25, "/shepherd help", user="passerby")
+    await world.drain()  # the retried job
+
+    assert crashed
+    [reply] = _bot_replies(world, 25)  # the retried job did not post it again
+    assert "/shepherd fix" in reply["body"]
+    stats = await store.stats()
+    assert stats.jobs_queued == 0
     world.sim.assert_no_violations()
