@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from gidgethub import routing, sansio
 
 from bot.errors import ShepherdError, StoreError
@@ -64,10 +65,8 @@ async def dispatch_delivery(
     A failing handler is logged with the delivery id and does not stop the others (a Prow habit:
     one plugin's bug must not cost another plugin its event).
     """
-    import json
-
     event = sansio.Event(
-        json.loads(delivery.payload), event=delivery.event, delivery_id=delivery.id
+        orjson.loads(delivery.payload), event=delivery.event, delivery_id=delivery.id
     )
     errors: list[str] = []
     for router in routers:
@@ -225,7 +224,7 @@ class WorkerPool:
             ctx = HandlerContext.for_delivery(delivery, self.settings)
             try:
                 errors = await dispatch_delivery(delivery, self.routers, ctx, self.metrics)
-            except ValueError as exc:  # the stored payload is not JSON: cannot happen via /webhook
+            except orjson.JSONDecodeError as exc:  # not JSON: cannot happen via /webhook
                 errors = [f"unreadable payload: {exc}"]
             error = "; ".join(errors) if errors else None
             completed = await self.store.complete_delivery(
