@@ -174,3 +174,13 @@ async def test_sqlite_file_lives_in_the_data_dir(settings: Settings) -> None:
     await store.open()
     await store.close()
     assert (settings.data_dir / "shepherd.db").exists()
+
+
+async def test_unverified_requests_cannot_mint_metric_labels(client: Client) -> None:
+    for n in range(3):
+        headers = webhook_headers(f"made-up-{n}", PING)
+        headers["X-Hub-Signature-256"] = sign(PING, "not-the-secret")
+        assert (await post(client, PING, headers)).status == 401
+    metrics = await (await client.get("/metrics")).text()
+    assert "made-up" not in metrics
+    assert 'shepherd_deliveries_total{event="unverified",result="bad_signature"} 3.0' in metrics
