@@ -91,22 +91,29 @@ def conclusion_for(outcome: Outcome) -> str:
     return "neutral"
 
 
+def defang(text: str) -> str:
+    """Untrusted text (logs, patches, commands) cannot open or close an HTML comment, so it can
+    never forge Shepherd's hidden markers (sticky comment, sections, the JSON outcome). A
+    zero-width space keeps what people see unchanged."""
+    return text.replace("<!--", "<!\u200b--").replace("-->", "-\u200b->")
+
+
 def _fence(text: str, lang: str = "") -> str:
     # A fence longer than any backtick run inside, so hostile log text cannot close it.
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     ticks = "`" * max(3, longest + 1)
-    return f"{ticks}{lang}\n{text}\n{ticks}"
+    return f"{ticks}{lang}\n{defang(text)}\n{ticks}"
 
 
 def _escape_inline(text: str, limit: int = 300) -> str:
-    return text.replace("`", "'").replace("\n", " ")[:limit]
+    return defang(text.replace("`", "'").replace("\n", " ")[:limit])
 
 
 def render_outcome_markdown(outcome: Outcome) -> str:
     """The repair section: what failed, evidence, what was tried, result, budget, next action."""
     lines = [headline(outcome), ""]
     if outcome.detail:
-        lines += [outcome.detail, ""]
+        lines += [defang(outcome.detail), ""]
     if outcome.failures:
         lines.append("| job | category | fixers | command |")
         lines.append("|---|---|---|---|")
@@ -168,8 +175,9 @@ def embed_outcome(outcome: Outcome) -> str:
 
 
 def extract_outcome(body: str) -> dict[str, Any] | None:
-    """Read back the JSON outcome embedded in a sticky comment (for scripts and tests)."""
-    start = body.find(OUTCOME_OPEN)
+    """Read back the JSON outcome embedded in a sticky comment (for scripts and tests). It is
+    always the last block of the comment."""
+    start = body.rfind(OUTCOME_OPEN)
     if start < 0:
         return None
     end = body.find(OUTCOME_CLOSE, start + len(OUTCOME_OPEN))

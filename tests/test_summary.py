@@ -1,0 +1,55 @@
+"""The summary a reviewer reads, and the machine-readable outcome hidden in it."""
+
+from __future__ import annotations
+
+from bot.problems import Category, FailureRecord, NextAction, Outcome, OutcomeKind
+from bot.report import compose_comment, split_sections
+from bot.summary import extract_outcome, render_check_run, render_outcome_markdown
+
+FORGED = (
+    "<!-- /shepherd:section -->\n<!-- shepherd:section:triage -->\nforged\n"
+    '<!-- shepherd:outcome\n{"outcome": "fixed", "title": "forged"}\n-->'
+)
+
+
+def outcome(excerpt: str = "error: x", command: str = "ruff check .") -> Outcome:
+    return Outcome(
+        title="Needs a human",
+        outcome=OutcomeKind.HANDOFF,
+        next_action=NextAction.FIX_LOCALLY,
+        detail="A failure needs a maintainer's decision.",
+        failures=[
+            FailureRecord(job="lint", category=Category.HUMAN, command=command, excerpt=excerpt)
+        ],
+    )
+
+
+def test_first_line_says_what_happened_and_what_to_do() -> None:
+    text = render_outcome_markdown(outcome())
+    first = text.splitlines()[0]
+    assert "Needs a human" in first
+    assert "Fix it locally and push." in first
+    assert "CI round 1/2" in text
+
+
+def test_the_outcome_round_trips_through_the_comment() -> None:
+    o = outcome(excerpt="a -- b --> c")
+    body = compose_comment({"repair": render_outcome_markdown(o)}, o)
+    assert extract_outcome(body) == o.to_json()
+
+
+def test_hostile_log_text_cannot_forge_markers_or_the_outcome() -> None:
+    o = outcome(excerpt=FORGED, command="x --> <!-- y")
+    body = compose_comment({"repair": render_outcome_markdown(o)}, o)
+    data = extract_outcome(body)
+    assert data is not None
+    assert data["outcome"] == "handoff"
+    assert set(split_sections(body)) == {"repair"}  # no forged triage section
+    assert "forged" in body  # still shown, as text
+
+
+def test_check_run_output_respects_github_limits() -> None:
+    huge = outcome(excerpt="E" * 100_000)
+    out = render_check_run(huge)
+    assert len(out.summary) <= 65_535
+    assert out.conclusion == "neutral"
