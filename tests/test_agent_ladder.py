@@ -24,10 +24,11 @@ from bot.worker import WorkerPool
 from fixers import FIXERS
 from tests.anthropic_sim import MessagesSimulator, reference_session
 from tests.e2e_support import World, git, scenario_files, scenario_log
+from tests.fixer_support import case_expect
 from tests.ghsim import commit_files
-from tests.test_scenarios import CASES, SCENARIOS, checkout, expect, tool_env
+from tests.test_scenarios import CASES, SCENARIOS, checkout, tool_env
 
-AGENT_CASES = [n for n in SCENARIOS if expect(n)["category"] == "agent"]
+AGENT_CASES = [n for n in SCENARIOS if case_expect(n)["category"] == "agent"]
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
@@ -60,7 +61,7 @@ async def test_agent_scenarios_are_fixed_by_the_ladder(
     assert fix.fixer == "agent"
     assert "tokens in" in fix.detail
     done = subprocess.run(
-        ["bash", "-c", expect(case)["must_pass_after"]],
+        ["bash", "-c", case_expect(case)["must_pass_after"]],
         cwd=repo,
         env=tool_env(),
         capture_output=True,

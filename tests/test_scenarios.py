@@ -6,14 +6,10 @@ tree; infra, human and (without the LLM) agent scenarios leave the tree untouche
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +19,7 @@ from bot.sandbox import make_runner
 from bot.tools import bundled_tool_dirs
 from fixers import FIXERS
 from tests.conftest import REPO_ROOT, SHARED
+from tests.fixer_support import case_expect, copy_case
 
 CASES = SHARED / "scenarios" / "cases"
 SCENARIOS = sorted(p.name for p in CASES.iterdir() if p.is_dir())
@@ -32,22 +29,9 @@ def test_the_scenario_folder_is_there() -> None:
     assert len(SCENARIOS) >= 17
 
 
-def expect(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((CASES / name / "expect.json").read_text())
-    return data
-
-
 def checkout(name: str, tmp_path: Path) -> Path:
     """The scenario's repo as a git checkout (pre-commit and the whitespace fixer need one)."""
-    repo = tmp_path / "repo"
-    shutil.copytree(CASES / name / "repo", repo)
-    for path in [repo, *repo.rglob("*")]:  # the shared copy is read-only
-        path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    git = ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com"]
-    subprocess.run([*git, "init", "-q", "-b", "pr"], cwd=repo, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "PR head"], cwd=repo, check=True)
-    return repo
+    return copy_case(name, tmp_path / "repo")
 
 
 def tool_env() -> dict[str, str]:
@@ -61,7 +45,7 @@ def status(repo: Path) -> str:
     ).stdout
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if expect(n)["category"] == "autofix"])
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if case_expect(n)["category"] == "autofix"])
 async def test_autofix_scenario_passes_after_shepherd_fix(name: str, tmp_path: Path) -> None:
     repo = checkout(name, tmp_path)
     runner = make_runner(
@@ -70,7 +54,7 @@ async def test_autofix_scenario_passes_after_shepherd_fix(name: str, tmp_path: P
     result = await fix_repo(
         repo, CASES / name / "job.log", fixers=FIXERS, runner=runner, agent=None
     )
-    wanted = expect(name)
+    wanted = case_expect(name)
     assert result.outcome.outcome is OutcomeKind.FIXED, result.outcome.model_dump_json(indent=2)
     assert result.outcome.failures[0].fixers == wanted.get("fixers", [wanted["fixer"]])
     assert status(repo)  # the fix is left in the working tree
@@ -88,7 +72,7 @@ async def test_autofix_scenario_passes_after_shepherd_fix(name: str, tmp_path: P
     assert after.returncode == 0, after.stdout + after.stderr
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if expect(n)["category"] != "autofix"])
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if case_expect(n)["category"] != "autofix"])
 async def test_other_scenarios_change_no_code(name: str, tmp_path: Path) -> None:
     repo = checkout(name, tmp_path)
     runner = make_runner(allow_unsandboxed=False, tool_dirs=bundled_tool_dirs())
@@ -100,7 +84,7 @@ async def test_other_scenarios_change_no_code(name: str, tmp_path: Path) -> None
         agent=None,
         llm_skip_reason="disabled with --no-agent",
     )
-    category = expect(name)["category"]
+    category = case_expect(name)["category"]
     assert result.outcome.failures[0].category == category
     assert result.outcome.outcome is (
         OutcomeKind.RERUN if category == "infra" else OutcomeKind.HANDOFF
