@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import secrets
@@ -72,6 +73,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_github_mode(settings)
     app = create_app(settings, workers=args.workers)
+    freeze_startup_heap()
     store_kind = settings.effective_database_url.split(":", 1)[0]
 
     def started(_: str) -> None:
@@ -90,6 +92,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (modules, models, the app) out of the cyclic GC's reach.
+
+    Those objects live as long as the process, yet every full collection would walk them all:
+    with the SDKs this process imports that is a pause of tens of milliseconds, which showed up
+    as webhook p99 of ~65 ms under load in bench/ingest.py (~10 ms after freezing). See
+    https://docs.python.org/3/library/gc.html#gc.freeze
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def _run_workers(settings: Settings, count: int) -> None:
     from bot.store import open_store
     from bot.worker import WorkerPool
@@ -102,6 +116,7 @@ async def _run_workers(settings: Settings, count: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await pool.start()
+    freeze_startup_heap()
     log.info("%d worker(s) running", count)
     try:
         await stop.wait()

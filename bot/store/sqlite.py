@@ -3,8 +3,10 @@
 Every write runs on ONE dedicated writer thread with its own connection, inside ``BEGIN
 IMMEDIATE`` so that several processes sharing the file (``serve`` plus ``worker``) serialize
 cleanly; reads use a second connection on a second thread, so the event loop never blocks on disk.
-WAL mode with ``synchronous=FULL`` makes every commit fsync the WAL: when ``record_delivery``
-returns, the row survives a power cut. Timestamps are stored as UTC epoch seconds (REAL) and
+WAL mode with ``synchronous=FULL`` makes every commit fsync the WAL. Delivery bodies do not go
+through SQLite: they are appended to segment files (``<db>-bodies/``, see ``bot/store/bodies.py``)
+and fsynced before the rows pointing at them commit, so when ``record_delivery`` returns, body
+and row survive a power cut. Timestamps are stored as UTC epoch seconds (REAL) and
 leases are compared against ``time.time()``.
 """
 
@@ -39,6 +41,7 @@ from bot.store.base import (
     as_utc,
     first_wins,
 )
+from bot.store.bodies import BodyLog, BodyRef
 
 T = TypeVar("T")
 
@@ -97,6 +100,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX pr_events_by_pr ON pr_events (repo, pr, id)",
     ),
+    # v2: bodies move to segment files (bot/store/bodies.py); the row says where. Rows written
+    # before keep their BLOB, and new rows store an empty one in its place.
+    (
+        "ALTER TABLE deliveries ADD COLUMN body_segment TEXT",
+        "ALTER TABLE deliveries ADD COLUMN body_offset INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN body_length INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN body_crc INTEGER",
+    ),
 )
 
 #: How often BEGIN IMMEDIATE is retried after busy_timeout already waited (another process holds
@@ -124,14 +135,21 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _delivery(row: sqlite3.Row) -> StoredDelivery:
+def _delivery(row: sqlite3.Row, bodies: BodyLog) -> StoredDelivery:
+    """The delivery a row describes, its body read from its segment (or the row, before v2)."""
+    if row["body_segment"] is None:
+        payload = bytes(row["payload"])
+    else:
+        payload = bodies.read(
+            BodyRef(row["body_segment"], row["body_offset"], row["body_length"], row["body_crc"])
+        )
     return StoredDelivery(
         id=row["id"],
         event=row["event"],
         action=row["action"],
         installation_id=row["installation_id"],
         repo=row["repo"],
-        payload=bytes(row["payload"]),
+        payload=payload,
         received_at=_dt(row["received_at"]),
         state=DeliveryState(row["state"]),
         attempts=row["attempts"],
@@ -178,6 +196,7 @@ class SqliteStore:
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
+        self._bodies = BodyLog(path.with_name(path.name + "-bodies"))
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -229,6 +248,7 @@ class SqliteStore:
                 await asyncio.get_running_loop().run_in_executor(executor, conn.close)
             # Both threads are idle now, so this does not block the loop for long.
             executor.shutdown(wait=True)
+        self._bodies.close()  # the writer thread, its only user, has stopped
         self._writer = self._reader = self._checkpointer = None
         self._wconn = self._rconn = self._cconn = None
 
@@ -259,32 +279,43 @@ class SqliteStore:
         return await self._committer.submit(d)
 
     async def _flush_deliveries(self, batch: Sequence[NewDelivery]) -> list[bool]:
-        results = await self._write(functools.partial(self._insert_deliveries, batch))
+        def append_then_insert() -> list[bool]:
+            # Bodies fsynced first, then the rows that point at them (see bot/store/bodies.py).
+            refs = self._bodies.append([d.payload for d in batch])
+            return self._in_write_transaction(
+                functools.partial(self._insert_deliveries, batch, refs)
+            )
+
+        results = await self._on_writer(append_then_insert)
         if any(results):
             self._signal.notify()
         return results
 
     @staticmethod
-    def _insert_deliveries(batch: Sequence[NewDelivery], conn: sqlite3.Connection) -> list[bool]:
+    def _insert_deliveries(
+        batch: Sequence[NewDelivery], refs: Sequence[BodyRef], conn: sqlite3.Connection
+    ) -> list[bool]:
         now = time.time()
         inserted: set[str] = set()
-        for d in batch:
+        for d, ref in zip(batch, refs, strict=True):
             cursor = conn.execute(
                 """INSERT INTO deliveries
-                   (id, event, action, installation_id, repo, payload, received_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING""",
-                (d.id, d.event, d.action, d.installation_id, d.repo, d.payload,
-                 _ts(d.received_at), now),
+                   (id, event, action, installation_id, repo, payload, received_at, updated_at,
+                    body_segment, body_offset, body_length, body_crc)
+                   VALUES (?, ?, ?, ?, ?, X'', ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING""",
+                (d.id, d.event, d.action, d.installation_id, d.repo, _ts(d.received_at), now,
+                 ref.segment, ref.offset, ref.length, ref.crc),
             )  # fmt: skip
             if cursor.rowcount == 1:
                 inserted.add(d.id)
         return first_wins((d.id for d in batch), inserted)
 
     async def get_delivery(self, delivery_id: str) -> StoredDelivery | None:
-        row = await self._read(
-            lambda c: c.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-        )
-        return None if row is None else _delivery(row)
+        def read(conn: sqlite3.Connection) -> StoredDelivery | None:
+            row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            return None if row is None else _delivery(row, self._bodies)
+
+        return await self._read(read)
 
     async def claim_deliveries(
         self, owner: str, limit: int, lease_seconds: float
@@ -308,9 +339,30 @@ class SqliteStore:
                 (owner, now + lease_seconds, now, now, limit),
             ).fetchall()
 
-        rows = await self._write(claim)
-        rows.sort(key=lambda r: (r["received_at"], r["seq"]))
-        return [_delivery(r) for r in rows]
+        def claim_and_read() -> list[StoredDelivery]:
+            rows = self._in_write_transaction(claim)
+            rows.sort(key=lambda r: (r["received_at"], r["seq"]))
+            claimed: list[StoredDelivery] = []
+            damaged: list[tuple[str, float, str]] = []
+            for row in rows:
+                try:
+                    claimed.append(_delivery(row, self._bodies))
+                except StoreError as exc:
+                    # Retrying cannot mend a lost or damaged body: fail it now, loudly, and let
+                    # the rest of the batch through.
+                    log.error("delivery %s cannot be processed: %s", row["id"], exc)
+                    damaged.append((str(exc), time.time(), row["id"]))
+            if damaged:
+                self._in_write_transaction(
+                    lambda conn: conn.executemany(
+                        """UPDATE deliveries SET state = 'failed', error = ?, lease_expires = NULL,
+                               updated_at = ? WHERE id = ?""",
+                        damaged,
+                    )
+                )
+            return claimed
+
+        return await self._on_writer(claim_and_read)
 
     async def complete_delivery(
         self,
@@ -595,9 +647,12 @@ class SqliteStore:
             raise StoreError(f"SQLite {self.path}: {exc}") from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._on_writer(functools.partial(self._in_write_transaction, fn))
+
+    async def _on_writer(self, call: Callable[[], T]) -> T:
         if self._writer is None:
             raise StoreError("the store is not open")
-        result: T = await self._run(self._writer, self._in_write_transaction, fn)
+        result: T = await self._run(self._writer, call)
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint >= _CHECKPOINT_EVERY_WRITES and (
             self._checkpoint_task is None or self._checkpoint_task.done()
