@@ -209,9 +209,12 @@ async def _ingest(request: web.Request) -> web.Response:
             )
         ) from exc
     metrics.deliveries.labels(event, "accepted" if inserted else "duplicate").inc()
-    return web.json_response(
-        {"delivery": delivery_id, "status": "accepted" if inserted else "duplicate"},
+    return web.Response(
+        body=orjson.dumps(
+            {"delivery": delivery_id, "status": "accepted" if inserted else "duplicate"}
+        ),
         status=202 if inserted else 200,
+        content_type="application/json",
     )
 
 
