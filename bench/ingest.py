@@ -216,6 +216,9 @@ def measure(target: Target, wrk: str, index: Path, work: Path, args: argparse.Na
     stored = None
     if target.database_url is not None:
         stored = asyncio.run(count_stored(target.database_url))
+    # Each run leaves hundreds of MB of dirty pages behind; write them back now, or the kernel's
+    # writeback competes with (and its fsyncs slow down) whichever target runs next.
+    os.sync()
     return Result(
         target=target.name,
         requests=int(data["requests"]),
