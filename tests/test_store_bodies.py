@@ -40,6 +40,7 @@ def test_bodies_round_trip_across_batches_in_one_private_segment(tmp_path: Path)
     assert [ref.offset for ref in refs] == [0, 5, 5, 5005]  # contiguous, no framing bytes
     (segment,) = (tmp_path / "bodies").iterdir()
     assert stat.S_IMODE(segment.stat().st_mode) == 0o600  # webhook bodies are private data
+    assert stat.S_IMODE((tmp_path / "bodies").stat().st_mode) == 0o700
     assert segment.read_bytes() == b"alpha" + b"gamma" * 1000 + b"delta"
 
 
