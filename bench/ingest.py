@@ -217,8 +217,10 @@ def measure(target: Target, wrk: str, index: Path, work: Path, args: argparse.Na
     if target.database_url is not None:
         stored = asyncio.run(count_stored(target.database_url))
     # Each run leaves hundreds of MB of dirty pages behind; write them back now, or the kernel's
-    # writeback competes with (and its fsyncs slow down) whichever target runs next.
+    # writeback competes with (and its fsyncs slow down) whichever target runs next. Then rest:
+    # virtual disks are often rate-limited by a token bucket that a run's writes drain.
     os.sync()
+    time.sleep(args.cooldown)
     return Result(
         target=target.name,
         requests=int(data["requests"]),
@@ -354,6 +356,12 @@ def main() -> None:
         default=1,
         help="repeat all targets this many times, interleaved, and keep each target's median "
         "round (by req/s): on a shared machine, neighbours' load then hits every target alike",
+    )
+    parser.add_argument(
+        "--cooldown",
+        type=float,
+        default=10.0,
+        help="seconds of rest after each target, so one target's disk writes do not slow the next",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk to CPUs")
     parser.add_argument(

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from bot.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
@@ -100,13 +102,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX pr_events_by_pr ON pr_events (repo, pr, id)",
     ),
-    # v2: bodies move to segment files (bot/store/bodies.py); the row says where. Rows written
-    # before keep their BLOB, and new rows store an empty one in its place.
+    # v2: deliveries are logged in segment files (bot/store/bodies.py); the row says where the
+    # body is. Rows written before keep their BLOB, new rows store an empty one in its place.
+    # body_segments: how far each segment is indexed by rows, where recovery resumes.
     (
         "ALTER TABLE deliveries ADD COLUMN body_segment TEXT",
         "ALTER TABLE deliveries ADD COLUMN body_offset INTEGER",
         "ALTER TABLE deliveries ADD COLUMN body_length INTEGER",
         "ALTER TABLE deliveries ADD COLUMN body_crc INTEGER",
+        """CREATE TABLE body_segments (
+            name TEXT PRIMARY KEY,
+            indexed_to INTEGER NOT NULL
+        )""",
     ),
 )
 
@@ -128,6 +135,27 @@ def _ts(moment: datetime) -> float:
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _meta(d: NewDelivery) -> bytes:
+    """What the log keeps beside a body, so that recovery can rebuild the row."""
+    return orjson.dumps(
+        {"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
+         "repo": d.repo, "received_at": _ts(d.received_at)}
+    )  # fmt: skip
+
+
+def _delivery_from_meta(meta: bytes, payload: bytes) -> NewDelivery:
+    data = orjson.loads(meta)
+    return NewDelivery(
+        id=data["id"],
+        event=data["event"],
+        action=data["action"],
+        installation_id=data["installation_id"],
+        repo=data["repo"],
+        payload=payload,
+        received_at=_dt(data["received_at"]),
+    )
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -223,6 +251,7 @@ class SqliteStore:
         try:
             self._wconn = await self._run(self._writer, self._connect, True)
             await self._write(self._migrate)
+            await self._on_writer(self._recover_bodies)
             self._rconn = await self._run(self._reader, self._connect, False)
             self._cconn = await self._run(self._checkpointer, self._connect, False)
         except BaseException:
@@ -279,21 +308,22 @@ class SqliteStore:
         return await self._committer.submit(d)
 
     async def _flush_deliveries(self, batch: Sequence[NewDelivery]) -> list[bool]:
-        def append_then_insert() -> list[bool]:
-            # Bodies fsynced first, then the rows that point at them (see bot/store/bodies.py).
-            refs = self._bodies.append([d.payload for d in batch])
+        def log_then_index() -> list[bool]:
+            # The fsynced log makes the batch durable; the rows that index it need no fsync of
+            # their own: a power cut that loses them is mended by _recover_bodies.
+            refs, end = self._bodies.append([(_meta(d), d.payload) for d in batch])
             return self._in_write_transaction(
-                functools.partial(self._insert_deliveries, batch, refs)
+                functools.partial(self._index_deliveries, batch, refs, end), durable=False
             )
 
-        results = await self._on_writer(append_then_insert)
+        results = await self._on_writer(log_then_index)
         if any(results):
             self._signal.notify()
         return results
 
     @staticmethod
-    def _insert_deliveries(
-        batch: Sequence[NewDelivery], refs: Sequence[BodyRef], conn: sqlite3.Connection
+    def _index_deliveries(
+        batch: Sequence[NewDelivery], refs: Sequence[BodyRef], end: int, conn: sqlite3.Connection
     ) -> list[bool]:
         now = time.time()
         inserted: set[str] = set()
@@ -308,7 +338,38 @@ class SqliteStore:
             )  # fmt: skip
             if cursor.rowcount == 1:
                 inserted.add(d.id)
+        if refs:
+            conn.execute(
+                """INSERT INTO body_segments (name, indexed_to) VALUES (?, ?)
+                   ON CONFLICT (name) DO UPDATE SET
+                       indexed_to = max(indexed_to, excluded.indexed_to)""",
+                (refs[0].segment, end),
+            )
         return first_wins((d.id for d in batch), inserted)
+
+    def _recover_bodies(self) -> int:
+        """Index the logged deliveries whose rows a power cut took (writer thread, at open)."""
+        conn = self._wconn
+        if conn is None:
+            raise StoreError("the store is not open")
+        indexed = dict(conn.execute("SELECT name, indexed_to FROM body_segments").fetchall())
+        recovered = 0
+        for segment in self._bodies.segments():
+            records = self._bodies.recover(segment, indexed.get(segment, 0))
+            if not records:
+                continue  # nothing past the indexed end, or a live process is writing it
+            batch = [_delivery_from_meta(r.meta, b"") for r in records]
+            inserted = self._in_write_transaction(
+                functools.partial(
+                    self._index_deliveries, batch, [r.body for r in records], records[-1].end
+                )
+            )
+            recovered += sum(inserted)
+            log.warning(
+                "store: %d logged deliveries in %s had no row (lost in a crash?); %d restored",
+                len(records), segment, sum(inserted),
+            )  # fmt: skip
+        return recovered
 
     async def get_delivery(self, delivery_id: str) -> StoredDelivery | None:
         def read(conn: sqlite3.Connection) -> StoredDelivery | None:
@@ -678,11 +739,23 @@ class SqliteStore:
             raise StoreError("the store is not open")
         return await self._run(self._reader, fn, self._rconn)
 
-    def _in_write_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in BEGIN IMMEDIATE ... COMMIT on the writer thread, retrying SQLITE_BUSY."""
+    def _in_write_transaction(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
+        """Run ``fn`` in BEGIN IMMEDIATE ... COMMIT on the writer thread, retrying SQLITE_BUSY.
+
+        ``durable=False`` commits without fsyncing the WAL (``synchronous=NORMAL``), for rows a
+        fsynced log can restore; the next durable commit fsyncs them along with its own.
+        """
         conn = self._wconn
         if conn is None:
             raise StoreError("the store is not open")
+        if not durable:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                return self._in_write_transaction(fn)
+            finally:
+                conn.execute("PRAGMA synchronous = FULL")
         for attempt in range(1, _BUSY_RETRIES + 1):
             try:
                 conn.execute("BEGIN IMMEDIATE")
