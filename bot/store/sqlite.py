@@ -3,11 +3,13 @@
 Every write runs on ONE dedicated writer thread with its own connection, inside ``BEGIN
 IMMEDIATE`` so that several processes sharing the file (``serve`` plus ``worker``) serialize
 cleanly; reads use a second connection on a second thread, so the event loop never blocks on disk.
-WAL mode with ``synchronous=FULL`` makes every commit fsync the WAL. Delivery bodies do not go
-through SQLite: they are appended to segment files (``<db>-bodies/``, see ``bot/store/bodies.py``)
-and fsynced before the rows pointing at them commit, so when ``record_delivery`` returns, body
-and row survive a power cut. Timestamps are stored as UTC epoch seconds (REAL) and
-leases are compared against ``time.time()``.
+WAL mode with ``synchronous=FULL`` makes every commit fsync the WAL. Deliveries are the
+exception: ``record_delivery`` appends them to a log of segment files (``<db>-bodies/``, see
+``bot/store/bodies.py``) with one fdatasync per batch, then commits the rows that index them
+(and say where each body is) without an fsync of their own; ``open`` restores any row a power
+cut took from the log. When ``record_delivery`` returns, the delivery survives a power cut, for
+one fsync per batch instead of two. Timestamps are stored as UTC epoch seconds (REAL) and leases
+are compared against ``time.time()``.
 """
 
 from __future__ import annotations
@@ -358,6 +360,7 @@ class SqliteStore:
             records = self._bodies.recover(segment, indexed.get(segment, 0))
             if not records:
                 continue  # nothing past the indexed end, or a live process is writing it
+            # Indexing needs only the metadata: the bodies stay where they are, in the log.
             batch = [_delivery_from_meta(r.meta, b"") for r in records]
             inserted = self._in_write_transaction(
                 functools.partial(
