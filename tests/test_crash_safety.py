@@ -191,7 +191,7 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def start_server(tmp_path: Path, database_url: str, name: str) -> Server:
+async def start_server(tmp_path: Path, database_url: str, name: str, *, workers: int = 2) -> Server:
     port = free_port()
     log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
@@ -201,7 +201,7 @@ async def start_server(tmp_path: Path, database_url: str, name: str) -> Server:
             "--port",
             str(port),
             "--workers",
-            "2",
+            str(workers),
             env=server_env(tmp_path / "data", database_url),
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
@@ -402,3 +402,44 @@ async def assert_exactly_once(url: str, by_id: dict[str, Delivery], ledger: Ledg
         assert sum(stats.jobs.values()) == len(job_keys)
     finally:
         await store.close()
+
+
+async def test_sqlite_serve_and_a_worker_process_share_one_store(tmp_path: Path) -> None:
+    """``serve --workers 0`` ingests and a separate ``shepherd worker`` dispatches, one SQLite file.
+
+    The worker starts while serve is appending to its delivery log: the worker's start-up
+    recovery must leave serve's growing segment alone, and every delivery is processed once.
+    """
+    deliveries = make_deliveries(120)
+    by_id = {d.id: d for d in deliveries}
+    ledger = Ledger()
+    url = f"sqlite:///{tmp_path / 'data' / 'shepherd.db'}"
+    server = await start_server(tmp_path, url, "serve", workers=0)
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("wb") as out:
+        worker = await asyncio.create_subprocess_exec(
+            str(SHEPHERD),
+            "worker",
+            "--workers",
+            "2",
+            env=server_env(tmp_path / "data", url),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        await send_all(server.url, deliveries, ledger)
+        store = open_store(url)
+        await store.open()
+        try:
+            await wait_until_drained(store, server)
+        finally:
+            await store.close()
+        assert worker.returncode is None, worker_log.read_text()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker_exit = await asyncio.wait_for(worker.wait(), SHUTDOWN_GRACE_SECONDS + 10)
+        server_exit = await stop_server(server)
+    assert (worker_exit, server_exit) == (0, 0), worker_log.read_text()
+    await assert_exactly_once(url, by_id, ledger)
+    for log in (worker_log, server.log):
+        assert "restored" not in log.read_text(), log.read_text()
