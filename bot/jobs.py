@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -207,9 +208,28 @@ async def forget_repos_job(job: Job, deps: JobDeps) -> JobResult:
     return JobResult("done", {"removed": removed})
 
 
+async def prune_job(job: Job, deps: JobDeps) -> JobResult:
+    """Retention: finished deliveries older than ``retention_days`` go, and their bodies."""
+    before = datetime.now(UTC) - timedelta(days=int(job.payload["retention_days"]))
+    pruned = await deps.store.prune_deliveries(before)
+    log.info(
+        "retention: %d deliveries received before %s pruned, %d log segments deleted",
+        pruned.deliveries, before.isoformat(timespec="seconds"), pruned.segments,
+    )  # fmt: skip
+    return JobResult(
+        "done",
+        {
+            "before": before.isoformat(),
+            "deliveries": pruned.deliveries,
+            "segments": pruned.segments,
+        },
+    )
+
+
 JOB_RUNNERS: dict[str, JobRunner] = {
     "repair": repair_job,
     "forget_repos": forget_repos_job,
+    "prune": prune_job,
     "triage": triage_job,
     "agent_lane": agent_lane_job,
     "command": command_job,

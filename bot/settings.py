@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.errors import ConfigError
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+MIN_RETENTION_DAYS = 7
 
 
 def _env(*names: str) -> Any:
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
         600.0, ge=0, validation_alias=_env("SHEPHERD_SETTLE_TIMEOUT")
     )
     settle_poll_seconds: float = Field(15.0, gt=0, validation_alias=_env("SHEPHERD_SETTLE_POLL"))
+    #: Days a finished delivery (and its body) is kept; 0 keeps everything. At least 7 when set:
+    #: GitHub lets deliveries be redelivered for 3 days (7 on GHES), and only a stored delivery is
+    #: recognised as a duplicate.
+    #: https://docs.github.com/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks
+    retention_days: int = Field(30, ge=0, validation_alias=_env("SHEPHERD_RETENTION_DAYS"))
     allow_unsandboxed: bool = Field(False, validation_alias=_env("SHEPHERD_ALLOW_UNSANDBOXED"))
     log_format: str = Field(
         "json", pattern="^(json|text)$", validation_alias=_env("SHEPHERD_LOG_FORMAT")
@@ -92,6 +98,16 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"must be an http(s) URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if 0 < value < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"must be 0 (keep everything) or at least {MIN_RETENTION_DAYS} days, so that a "
+                "redelivery is still recognised as a duplicate"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -26,7 +26,7 @@ from bot.handlercontext import HandlerContext
 from bot.jobs import JOB_RUNNERS, JobDeps, JobResult
 from bot.observability import Metrics, log_context
 from bot.settings import Settings
-from bot.store import Job, Store, StoredDelivery
+from bot.store import Job, JobSpec, Store, StoredDelivery
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ IDLE_WAIT_SECONDS = 1.0
 #: units of work: the 10-second answer to GitHub comes first, the work is safe in the store.
 INGEST_PRIORITY_MAX_DEFER = 1.0
 INGEST_PRIORITY_POLL = 0.005
+#: How often a prune job is enqueued (when SHEPHERD_RETENTION_DAYS is set); its key names the
+#: period, so several processes enqueue one job between them.
+RETENTION_EVERY_SECONDS = 3600
 
 
 class IngestGauge:
@@ -105,6 +108,7 @@ class WorkerPool:
         self._deps = deps
         self._ingest = ingest
         self._tasks: list[asyncio.Task[None]] = []
+        self._retention: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._identity = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -131,10 +135,15 @@ class WorkerPool:
         for n in range(self.count):
             owner = f"{self._identity}:w{n}"
             self._tasks.append(asyncio.create_task(self._loop(owner), name=owner))
+        if self.count and self.settings.retention_days:
+            self._retention = asyncio.create_task(self._schedule_retention(), name="retention")
 
     async def stop(self) -> None:
         """Stop leasing, let in-flight work finish within the grace period, then cancel."""
         self._stopping.set()
+        if self._retention is not None:
+            await self._retention  # it sleeps on _stopping: returns at once
+            self._retention = None
         if self._tasks:
             _, pending = await asyncio.wait(
                 self._tasks, timeout=self.settings.shutdown_grace_seconds
@@ -180,6 +189,23 @@ class WorkerPool:
                     await asyncio.wait_for(
                         self.store.wait_for_work(IDLE_WAIT_SECONDS), IDLE_WAIT_SECONDS * 2
                     )
+
+    async def _schedule_retention(self) -> None:
+        """Enqueue one ``prune`` job per period, for as long as the pool runs."""
+        while not self._stopping.is_set():
+            period = int(time.time() // RETENTION_EVERY_SECONDS)
+            spec = JobSpec(
+                kind="prune",
+                key=f"prune:{period}",
+                payload={"retention_days": self.settings.retention_days},
+                max_attempts=3,
+            )
+            try:
+                await self.store.upsert_job(spec)
+            except StoreError as exc:  # the next period tries again; nothing is lost meanwhile
+                log.warning("retention: could not enqueue %s: %s", spec.key, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), RETENTION_EVERY_SECONDS)
 
     async def _yield_to_ingest(self) -> None:
         """In a burst of webhooks, let the server answer them first (bounded, so work never

@@ -61,6 +61,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "workers": 0,
             "repair_debounce_seconds": 0,
             "log_format": "text",
+            "retention_days": 0,  # no hourly prune job among the jobs a test counts
         }
         values.update(overrides)
         return Settings(**values)

@@ -91,6 +91,15 @@ def test_malformed_database_url_fails_at_start_up(tmp_path: Path, url: str, need
     assert_one_clear_line(result, needle)
 
 
+@pytest.mark.parametrize("days", ["3", "-1", "a month"])
+def test_a_retention_that_would_forget_redeliverable_deliveries_fails_at_start_up(
+    tmp_path: Path, days: str
+) -> None:
+    env = cli_env(tmp_path, GITHUB_WEBHOOK_SECRET="s3cret", SHEPHERD_RETENTION_DAYS=days)
+    result = run(["serve", "--port", str(free_port())], env)
+    assert_one_clear_line(result, "SHEPHERD_RETENTION_DAYS")
+
+
 def test_unreadable_private_key_fails_at_start_up(tmp_path: Path) -> None:
     key = tmp_path / "missing-key.pem"
     env = cli_env(tmp_path, GITHUB_WEBHOOK_SECRET="s3cret", GITHUB_PRIVATE_KEY_PATH=str(key))

@@ -173,6 +173,7 @@ def server_env(data_dir: Path, database_url: str) -> dict[str, str]:
         SHEPHERD_LOG_FORMAT="json",
         SHEPHERD_DELIVERY_LEASE=str(DELIVERY_LEASE_SECONDS),
         SHEPHERD_SHUTDOWN_GRACE=str(SHUTDOWN_GRACE_SECONDS),
+        SHEPHERD_RETENTION_DAYS="0",  # the jobs counted below are the deliveries' own
     )
     return env
 

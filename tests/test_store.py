@@ -292,6 +292,35 @@ async def test_a_delivery_whose_lease_keeps_expiring_ends_failed(store: Store) -
     assert "expired" in stored.error
 
 
+async def test_prune_removes_only_finished_deliveries_received_before_the_cutoff(
+    store: Store,
+) -> None:
+    old = now() - timedelta(days=40)
+    for name in ("old-done", "old-failed", "old-processing"):
+        await store.record_delivery(delivery(name, received_at=old))
+    await store.record_delivery(delivery("new-done"))
+    claimed = await store.claim_deliveries("w", limit=10, lease_seconds=60)
+    assert len(claimed) == 4
+    event = EventSpec("octo/repo", 7, "pr.push", {}, delivery_id="old-done")
+    job_spec = job("repair:octo/repo#7@abc")
+    assert await store.complete_delivery("old-done", "w", jobs=[job_spec], events=[event])
+    assert await store.complete_delivery("old-failed", "w", jobs=[], events=[], error="boom")
+    assert await store.complete_delivery("new-done", "w", jobs=[], events=[])
+    await store.record_delivery(delivery("old-pending", received_at=old))
+
+    pruned = await store.prune_deliveries(now() - timedelta(days=30))
+
+    assert pruned.deliveries == 2
+    assert await store.get_delivery("old-done") is None
+    assert await store.get_delivery("old-failed") is None
+    for kept in ("old-processing", "old-pending", "new-done"):
+        assert await store.get_delivery(kept) is not None, kept
+    # The history that explain and the loop guards read is not a delivery: it stays.
+    assert [e.delivery_id for e in await store.list_events("octo/repo", 7)] == ["old-done"]
+    assert await store.find_job(job_spec.key) is not None
+    assert (await store.prune_deliveries(now() - timedelta(days=30))).deliveries == 0
+
+
 # -- jobs --------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,43 @@ async def test_deliveries_whose_rows_a_power_cut_took_are_restored_from_the_log(
             assert not await store.record_delivery(delivery("lost-1", b'{"n": 2}'))  # redelivery
         finally:
             await store.close()
+
+
+async def test_pruning_deletes_the_segments_no_row_points_into_and_no_other(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "shepherd.db"
+    bodies = tmp_path / "shepherd.db-bodies"
+    store = SqliteStore(db, segment_bytes=1)  # every batch fills its segment
+    await store.open()
+    try:
+        month_ago = datetime.now(UTC) - timedelta(days=40)
+        for name in ("a", "b", "c"):
+            assert await store.record_delivery(
+                replace(delivery(name, b'{"n": "' + name.encode() + b'"}'), received_at=month_ago)
+            )
+        claimed = await store.claim_deliveries("w1", 10, 60)
+        for d in claimed:
+            assert await store.complete_delivery(d.id, "w1", jobs=[], events=[])
+        segments = sorted(p.name for p in bodies.iterdir())
+        assert len(segments) == 3
+        crashed = BodyLog(bodies)  # a process that logged a delivery and died before indexing it
+        (unindexed,), _ = crashed.append([rec(b"acknowledged, not yet indexed")])
+        crashed.close()
+        live = BodyLog(bodies)  # a process that is writing right now
+        (growing,), _ = live.append([rec(b"being written")])
+
+        pruned = await store.prune_deliveries(datetime.now(UTC) - timedelta(days=30))
+        live.close()
+    finally:
+        await store.close()
+
+    # The first two go; the third is this store's own open segment; the others are not ours to
+    # drop: one holds records only a restart re-indexes, the other is still being written.
+    assert (pruned.deliveries, pruned.segments) == (3, 2)
+    assert sorted(p.name for p in bodies.iterdir()) == sorted(
+        [segments[2], unindexed.segment, growing.segment]
+    )
+    with sqlite3.connect(db) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM body_segments")}
+    assert names == {segments[2]}

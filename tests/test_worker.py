@@ -6,7 +6,8 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -266,3 +267,39 @@ async def test_workers_back_off_while_the_database_is_away_and_resume(
     stored = await store.get_delivery("d7")
     assert stored is not None
     assert stored.state is DeliveryState.DONE
+
+
+async def test_retention_enqueues_one_prune_job_and_it_prunes_old_finished_deliveries(
+    make_settings: Any,
+) -> None:
+    settings = make_settings(retention_days=7)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.effective_database_url)
+    await store.open()
+    old = replace(delivery(1), received_at=datetime.now(UTC) - timedelta(days=8))
+    await store.record_delivery(old)
+    await store.record_delivery(delivery(2))
+    # Two pools stand for two processes: the period's key makes their two enqueues one job.
+    pools = [
+        WorkerPool(store=store, settings=settings, metrics=Metrics(), count=1, routers=())
+        for _ in range(2)
+    ]
+    try:
+        for workers in pools:
+            await workers.start()
+        for _ in range(500):
+            jobs = await store.stats()
+            if jobs.jobs.get(JobState.DONE) == 1 and await store.get_delivery("d1") is None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        for workers in pools:
+            await workers.stop()
+        stats = await store.stats()
+        pruned = await store.get_delivery("d1")
+        kept = await store.get_delivery("d2")
+        await store.close()
+    assert {state: n for state, n in stats.jobs.items() if n} == {JobState.DONE: 1}
+    assert pruned is None  # finished and older than 7 days
+    assert kept is not None
+    assert kept.state is DeliveryState.DONE  # processed, but too recent to prune

@@ -126,6 +126,14 @@ class PrEvent:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    """What ``prune_deliveries`` removed."""
+
+    deliveries: int
+    segments: int = 0  # SQLite: delivery-log files no row points into any more
+
+
+@dataclass(frozen=True)
 class StoreStats:
     """Queue health for /metrics and /readyz."""
 
@@ -235,6 +243,13 @@ class Store(Protocol):
         """A PR's events in append order."""
 
     async def stats(self) -> StoreStats: ...
+
+    async def prune_deliveries(self, before: datetime) -> Pruned:
+        """Delete deliveries finished (done or failed) and received before ``before``.
+
+        Jobs and the per-PR event log are kept: they are small and they are the history that
+        ``explain`` and the loop guards read. Pending and processing deliveries are never pruned.
+        """
 
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 -- the contract
         """Return when new work may be runnable (also from another process), or after timeout."""

@@ -146,9 +146,43 @@ class BodyLog:
         """
         if segment == self._name and self._fd is not None:
             return None  # our own, still growing
+        fd = self._lock(segment)
+        return None if fd is None else self._scan(fd, segment, start)
+
+    def drop(self, segment: str, indexed_to: int) -> bool:
+        """Delete ``segment`` if no process writes it and rows indexed all of it; say if it did.
+
+        Called only for segments no row points into. ``indexed_to`` short of the file's size means
+        records a crash left unindexed: the next ``open`` restores them, so the file stays.
+        """
+        if segment == self._name and self._fd is not None:
+            return False
+        fd = self._lock(segment)
+        if fd is None:
+            return False
+        path = self._path(segment)
+        try:
+            if os.fstat(fd).st_size != indexed_to:
+                return False
+            path.unlink()  # under the lock: recovery elsewhere waits for it, then finds no file
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StoreError(f"cannot delete {path}: {exc}") from exc
+        finally:
+            os.close(fd)
+        return True
+
+    def _lock(self, segment: str) -> int | None:
+        """An fd holding ``segment``'s exclusive lock, or None if it is being written or gone."""
         path = self._path(segment)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # pruned by another process since it was listed
         except OSError as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         try:
@@ -159,7 +193,7 @@ class BodyLog:
         except OSError as exc:
             os.close(fd)
             raise StoreError(f"cannot lock {path}: {exc}") from exc
-        return self._scan(fd, segment, start)
+        return fd
 
     def close(self) -> None:
         self._close_segment()

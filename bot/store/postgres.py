@@ -35,6 +35,7 @@ from bot.store.base import (
     JobState,
     NewDelivery,
     PrEvent,
+    Pruned,
     StoredDelivery,
     StoreStats,
     WorkSignal,
@@ -642,6 +643,16 @@ class PostgresStore:
                     "SELECT * FROM pr_events WHERE repo = $1 AND pr = $2 ORDER BY id", repo, pr
                 )
         return [_event(r) for r in rows]
+
+    async def prune_deliveries(self, before: datetime) -> Pruned:
+        with _mapped("prune_deliveries"):
+            async with self._acquire() as conn:
+                status = await conn.execute(
+                    """DELETE FROM deliveries
+                       WHERE state IN ('done', 'failed') AND received_at < $1""",
+                    as_utc(before),
+                )
+        return Pruned(deliveries=int(status.split()[-1]))
 
     async def stats(self) -> StoreStats:
         with _mapped("stats"):

@@ -39,13 +39,14 @@ from bot.store.base import (
     JobState,
     NewDelivery,
     PrEvent,
+    Pruned,
     StoredDelivery,
     StoreStats,
     WorkSignal,
     as_utc,
     first_wins,
 )
-from bot.store.bodies import BodyLog, BodyRef
+from bot.store.bodies import SEGMENT_BYTES, BodyLog, BodyRef
 
 T = TypeVar("T")
 
@@ -116,6 +117,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             name TEXT PRIMARY KEY,
             indexed_to INTEGER NOT NULL
         )""",
+    ),
+    # v3: pruning asks which segments rows still point into.
+    (
+        """CREATE INDEX deliveries_by_segment ON deliveries (body_segment)
+            WHERE body_segment IS NOT NULL""",
     ),
 )
 
@@ -224,9 +230,11 @@ def _event(row: sqlite3.Row) -> PrEvent:
 class SqliteStore:
     """SQLite implementation of ``bot.store.base.Store``."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = 5000, segment_bytes: int = SEGMENT_BYTES
+    ) -> None:
         self.path = path
-        self._bodies = BodyLog(path.with_name(path.name + "-bodies"))
+        self._bodies = BodyLog(path.with_name(path.name + "-bodies"), segment_bytes=segment_bytes)
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -373,6 +381,43 @@ class SqliteStore:
                 len(records), segment, sum(inserted),
             )  # fmt: skip
         return recovered
+
+    async def prune_deliveries(self, before: datetime) -> Pruned:
+        deleted = await self._write(
+            lambda conn: (
+                conn.execute(
+                    """DELETE FROM deliveries
+                   WHERE state IN ('done', 'failed') AND received_at < ?""",
+                    (_ts(before),),
+                ).rowcount
+            )
+        )
+        return Pruned(deliveries=deleted, segments=await self._on_writer(self._drop_segments))
+
+    def _drop_segments(self) -> int:
+        """Delete the log segments no row points into any more (writer thread)."""
+        conn = self._wconn
+        if conn is None:
+            raise StoreError("the store is not open")
+        referenced = {
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT body_segment FROM deliveries WHERE body_segment IS NOT NULL"
+            )
+        }
+        indexed = dict(conn.execute("SELECT name, indexed_to FROM body_segments").fetchall())
+        dropped = [
+            segment
+            for segment in self._bodies.segments()
+            if segment not in referenced and self._bodies.drop(segment, indexed.get(segment, -1))
+        ]
+        if dropped:
+            self._in_write_transaction(
+                lambda c: c.executemany(
+                    "DELETE FROM body_segments WHERE name = ?", [(name,) for name in dropped]
+                )
+            )
+        return len(dropped)
 
     async def get_delivery(self, delivery_id: str) -> StoredDelivery | None:
         def read(conn: sqlite3.Connection) -> StoredDelivery | None:
