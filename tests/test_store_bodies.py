@@ -100,13 +100,19 @@ def test_recovery_reads_complete_records_and_stops_at_a_torn_end(tmp_path: Path)
     with (tmp_path / segment).open("ab") as torn:  # a batch cut short by a crash
         torn.write(b"SHB1\x05\x00\x00\x00")
 
-    records = log.recover(segment, 0)
-    assert records is not None
+    scan = log.recover(segment, 0)
+    assert scan is not None
+    records = scan.records
     assert [r.meta for r in records] == [rec(b"one" * 100)[0], rec(b"two" * 100)[0]]
     assert [r.body for r in records] == refs
     assert records[-1].end == end
-    assert log.recover(segment, records[0].end) == records[1:]  # resumes from an indexed end
-    assert log.recover(segment, end) == []
+    assert scan.size == end + 8  # the torn bytes are there, and not a record
+    resumed = log.recover(segment, records[0].end)  # from an indexed end
+    assert resumed is not None
+    assert resumed.records == records[1:]
+    at_end = log.recover(segment, end)
+    assert at_end is not None
+    assert at_end.records == []
 
 
 def test_a_segment_another_process_is_writing_is_not_recovered(tmp_path: Path) -> None:
@@ -115,9 +121,9 @@ def test_a_segment_another_process_is_writing_is_not_recovered(tmp_path: Path) -
     reader = BodyLog(tmp_path)
     assert reader.recover(ref.segment, 0) is None
     writer.close()
-    records = reader.recover(ref.segment, 0)
-    assert records is not None
-    assert [r.body for r in records] == [ref]
+    scan = reader.recover(ref.segment, 0)
+    assert scan is not None
+    assert [r.body for r in scan.records] == [ref]
 
 
 async def test_the_store_keeps_bodies_out_of_sqlite_and_reads_them_back(tmp_path: Path) -> None:
@@ -248,8 +254,11 @@ async def test_pruning_deletes_the_segments_no_row_points_into_and_no_other(
         claimed = await store.claim_deliveries("w1", 10, 60)
         for d in claimed:
             assert await store.complete_delivery(d.id, "w1", jobs=[], events=[])
-        segments = sorted(p.name for p in bodies.iterdir())
-        assert len(segments) == 3
+        assert len(list(bodies.iterdir())) == 3
+        with sqlite3.connect(db) as conn:
+            (current,) = conn.execute(
+                "SELECT body_segment FROM deliveries WHERE id = 'c'"
+            ).fetchone()
         crashed = BodyLog(bodies)  # a process that logged a delivery and died before indexing it
         (unindexed,), _ = crashed.append([rec(b"acknowledged, not yet indexed")])
         crashed.close()
@@ -264,9 +273,37 @@ async def test_pruning_deletes_the_segments_no_row_points_into_and_no_other(
     # The first two go; the third is this store's own open segment; the others are not ours to
     # drop: one holds records only a restart re-indexes, the other is still being written.
     assert (pruned.deliveries, pruned.segments) == (3, 2)
-    assert sorted(p.name for p in bodies.iterdir()) == sorted(
-        [segments[2], unindexed.segment, growing.segment]
-    )
+    assert {p.name for p in bodies.iterdir()} == {current, unindexed.segment, growing.segment}
     with sqlite3.connect(db) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM body_segments")}
-    assert names == {segments[2]}
+    assert names == {current}
+
+
+async def test_a_segment_with_a_torn_end_is_marked_indexed_and_can_be_pruned(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "shepherd.db"
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        assert await store.record_delivery(delivery("d1", b'{"n": 1}'))
+        (claimed,) = await store.claim_deliveries("w1", 10, 60)
+        assert await store.complete_delivery(claimed.id, "w1", jobs=[], events=[])
+    finally:
+        await store.close()
+    (segment,) = (tmp_path / "shepherd.db-bodies").iterdir()
+    with segment.open("ab") as torn:  # the process died in the middle of its next batch
+        header = b"SHB1" + (60).to_bytes(4, "little") + (9000).to_bytes(4, "little") + bytes(8)
+        torn.write(header + b'{"id": "d2", "ev')
+
+    store = SqliteStore(db)
+    await store.open()  # recovery: nothing to restore, the torn bytes are junk for good
+    try:
+        with sqlite3.connect(db) as conn:
+            (indexed_to,) = conn.execute("SELECT indexed_to FROM body_segments").fetchone()
+        assert indexed_to == segment.stat().st_size
+        pruned = await store.prune_deliveries(datetime.now(UTC) + timedelta(days=1))
+    finally:
+        await store.close()
+    assert (pruned.deliveries, pruned.segments) == (1, 1)
+    assert not segment.exists()

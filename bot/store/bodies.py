@@ -69,6 +69,14 @@ class Record:
     end: int
 
 
+@dataclass(frozen=True)
+class Scan:
+    """What ``recover`` found past a segment's indexed end, and how long the file is."""
+
+    records: list[Record]
+    size: int
+
+
 class BodyLog:
     """Append-only segments in one directory. ``append`` is called from one thread only."""
 
@@ -129,7 +137,7 @@ class BodyLog:
         return data
 
     def segments(self) -> list[str]:
-        """The names of every segment in the directory, oldest first."""
+        """The names of every segment in the directory, sorted (by start time, to the ms)."""
         try:
             names = [p.name for p in self.directory.iterdir() if _SEGMENT_NAME.match(p.name)]
         except FileNotFoundError:
@@ -138,11 +146,12 @@ class BodyLog:
             raise StoreError(f"cannot list {self.directory}: {exc}") from exc
         return sorted(names)
 
-    def recover(self, segment: str, start: int) -> list[Record] | None:
+    def recover(self, segment: str, start: int) -> Scan | None:
         """The complete records of ``segment`` from ``start``, or None while a process writes it.
 
         Reading stops at the first record that is incomplete or fails its checks: the torn end
-        of a batch whose fdatasync never returned, so nobody was told it was stored.
+        of a batch whose fdatasync never returned, so nobody was told it was stored. No process
+        appends to the segment any more, so those bytes stay junk for good.
         """
         if segment == self._name and self._fd is not None:
             return None  # our own, still growing
@@ -198,38 +207,40 @@ class BodyLog:
     def close(self) -> None:
         self._close_segment()
 
-    def _scan(self, fd: int, segment: str, start: int) -> list[Record]:
-        found: list[Record] = []
-        buffer, base = b"", start  # ``buffer`` holds the segment's bytes from offset ``base``
+    def _scan(self, fd: int, segment: str, start: int) -> Scan:
         try:
-            while True:
-                chunk = os.pread(fd, _SCAN_CHUNK, base + len(buffer))
-                buffer += chunk
-                at = 0
-                while len(buffer) - at >= _HEADER.size:
-                    magic, meta_len, body_len, meta_crc, body_crc = _HEADER.unpack_from(buffer, at)
-                    if magic != _MAGIC:
-                        return found
-                    body_at = at + _HEADER.size + meta_len
-                    end = body_at + body_len
-                    if end > len(buffer):
-                        break  # the rest is in the next chunk, or this is the torn end
-                    meta = buffer[at + _HEADER.size : body_at]
-                    if zlib.crc32(meta) != meta_crc or zlib.crc32(buffer[body_at:end]) != body_crc:
-                        return found
-                    found.append(
-                        Record(
-                            meta, BodyRef(segment, base + body_at, body_len, body_crc), base + end
-                        )
-                    )
-                    at = end
-                buffer, base = buffer[at:], base + at
-                if not chunk:
-                    return found
+            return Scan(self._records(fd, segment, start), os.fstat(fd).st_size)
         except OSError as exc:
             raise StoreError(f"cannot read {self._path(segment)}: {exc}") from exc
         finally:
             os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _records(fd: int, segment: str, start: int) -> list[Record]:
+        found: list[Record] = []
+        buffer, base = b"", start  # ``buffer`` holds the segment's bytes from offset ``base``
+        while True:
+            chunk = os.pread(fd, _SCAN_CHUNK, base + len(buffer))
+            buffer += chunk
+            at = 0
+            while len(buffer) - at >= _HEADER.size:
+                magic, meta_len, body_len, meta_crc, body_crc = _HEADER.unpack_from(buffer, at)
+                if magic != _MAGIC or meta_len == 0:  # every record carries its metadata
+                    return found
+                body_at = at + _HEADER.size + meta_len
+                end = body_at + body_len
+                if end > len(buffer):
+                    break  # the rest is in the next chunk, or this is the torn end
+                meta = buffer[at + _HEADER.size : body_at]
+                if zlib.crc32(meta) != meta_crc or zlib.crc32(buffer[body_at:end]) != body_crc:
+                    return found
+                found.append(
+                    Record(meta, BodyRef(segment, base + body_at, body_len, body_crc), base + end)
+                )
+                at = end
+            buffer, base = buffer[at:], base + at
+            if not chunk:
+                return found
 
     def _path(self, segment: str) -> Path:
         if not _SEGMENT_NAME.match(segment):

@@ -323,7 +323,8 @@ class SqliteStore:
             # their own: a power cut that loses them is mended by _recover_bodies.
             refs, end = self._bodies.append([(_meta(d), d.payload) for d in batch])
             return self._in_write_transaction(
-                functools.partial(self._index_deliveries, batch, refs, end), durable=False
+                functools.partial(self._index_deliveries, batch, refs, refs[0].segment, end),
+                durable=False,
             )
 
         results = await self._on_writer(log_then_index)
@@ -333,8 +334,13 @@ class SqliteStore:
 
     @staticmethod
     def _index_deliveries(
-        batch: Sequence[NewDelivery], refs: Sequence[BodyRef], end: int, conn: sqlite3.Connection
+        batch: Sequence[NewDelivery],
+        refs: Sequence[BodyRef],
+        segment: str,
+        end: int,
+        conn: sqlite3.Connection,
     ) -> list[bool]:
+        """Insert the rows for logged deliveries; ``segment`` is indexed up to ``end`` now."""
         now = time.time()
         inserted: set[str] = set()
         for d, ref in zip(batch, refs, strict=True):
@@ -348,13 +354,11 @@ class SqliteStore:
             )  # fmt: skip
             if cursor.rowcount == 1:
                 inserted.add(d.id)
-        if refs:
-            conn.execute(
-                """INSERT INTO body_segments (name, indexed_to) VALUES (?, ?)
-                   ON CONFLICT (name) DO UPDATE SET
-                       indexed_to = max(indexed_to, excluded.indexed_to)""",
-                (refs[0].segment, end),
-            )
+        conn.execute(
+            """INSERT INTO body_segments (name, indexed_to) VALUES (?, ?)
+               ON CONFLICT (name) DO UPDATE SET indexed_to = max(indexed_to, excluded.indexed_to)""",
+            (segment, end),
+        )
         return first_wins((d.id for d in batch), inserted)
 
     def _recover_bodies(self) -> int:
@@ -365,21 +369,31 @@ class SqliteStore:
         indexed = dict(conn.execute("SELECT name, indexed_to FROM body_segments").fetchall())
         recovered = 0
         for segment in self._bodies.segments():
-            records = self._bodies.recover(segment, indexed.get(segment, 0))
-            if not records:
-                continue  # nothing past the indexed end, or a live process is writing it
-            # Indexing needs only the metadata: the bodies stay where they are, in the log.
+            start = indexed.get(segment, 0)
+            scan = self._bodies.recover(segment, start)
+            if scan is None or scan.size <= start:
+                continue  # a live process is writing it, or every byte is indexed
+            records = scan.records
+            # Indexing needs only the metadata: the bodies stay where they are, in the log. The
+            # whole file counts as indexed afterwards, torn end included, so pruning can drop it.
             batch = [_delivery_from_meta(r.meta, b"") for r in records]
             inserted = self._in_write_transaction(
                 functools.partial(
-                    self._index_deliveries, batch, [r.body for r in records], records[-1].end
+                    self._index_deliveries, batch, [r.body for r in records], segment, scan.size
                 )
             )
             recovered += sum(inserted)
-            log.warning(
-                "store: %d logged deliveries in %s had no row (lost in a crash?); %d restored",
-                len(records), segment, sum(inserted),
-            )  # fmt: skip
+            if records:
+                log.warning(
+                    "store: %d logged deliveries in %s had no row (lost in a crash?); %d restored",
+                    len(records), segment, sum(inserted),
+                )  # fmt: skip
+            torn = scan.size - (records[-1].end if records else start)
+            if torn:
+                log.warning(
+                    "store: %s ends in %d bytes of a batch cut short (never acknowledged): ignored",
+                    segment, torn,
+                )  # fmt: skip
         return recovered
 
     async def prune_deliveries(self, before: datetime) -> Pruned:
