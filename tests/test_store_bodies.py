@@ -307,3 +307,14 @@ async def test_a_segment_with_a_torn_end_is_marked_indexed_and_can_be_pruned(
         await store.close()
     assert (pruned.deliveries, pruned.segments) == (1, 1)
     assert not segment.exists()
+
+
+async def test_the_store_threads_run_just_below_the_event_loop(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "shepherd.db")
+    await store.open()
+    try:
+        writer = await store._on_writer(lambda: os.getpriority(os.PRIO_PROCESS, 0))
+    finally:
+        await store.close()
+    loop_thread = os.getpriority(os.PRIO_PROCESS, 0)
+    assert writer == min(loop_thread + 2, 19)

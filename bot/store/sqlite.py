@@ -18,6 +18,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +134,8 @@ _BUSY_RETRIES = 5
 #: the writer's own autocheckpoint stays as a backstop should the background one fall behind.
 _CHECKPOINT_EVERY_WRITES = 50
 _BACKSTOP_AUTOCHECKPOINT_PAGES = 10000
+#: How much lower than the event loop the store's threads run (see _defer_to_event_loop).
+_STORE_THREAD_NICE = 2
 #: While idle, how often ``wait_for_work`` looks whether another process wrote to the file.
 _CROSS_PROCESS_POLL_SECONDS = 0.25
 
@@ -143,6 +146,25 @@ def _ts(moment: datetime) -> float:
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _store_thread(name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=_defer_to_event_loop)
+
+
+def _defer_to_event_loop() -> None:
+    """Run this store thread a little below the event loop's thread (nice +2, this thread only).
+
+    Every fsync that completes wakes the writer, and at equal priority it preempts the event loop
+    in the middle of a request. Measured with bench/ingest.py on one core: 1.1 context switches
+    per webhook at nice 0, 0.9 at +2, with ~10 µs less CPU per webhook and ~4 % more throughput.
+    Linux keeps nice per thread: https://man7.org/linux/man-pages/man2/getpriority.2.html (BUGS)
+    """
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(current + _STORE_THREAD_NICE, 19))
+    except OSError as exc:  # a sandbox without the syscall: correct, only a little slower
+        log.debug("store thread keeps its priority: %s", exc)
 
 
 def _meta(d: NewDelivery) -> bytes:
@@ -255,9 +277,9 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from exc
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+        self._writer = _store_thread("sqlite-writer")
+        self._reader = _store_thread("sqlite-reader")
+        self._checkpointer = _store_thread("sqlite-checkpoint")
         try:
             self._wconn = await self._run(self._writer, self._connect, True)
             await self._write(self._migrate)
