@@ -112,7 +112,9 @@ class BodyLog:
             os.fdatasync(fd)
         except OSError as exc:
             # The segment may now end in a partial record; recovery stops there, and the next
-            # batch starts a fresh segment so that no offset is computed past it.
+            # batch starts a fresh segment so that no offset is computed past it. Complete
+            # records before the tear are indexed at the next open: stored although answered
+            # 503, so their redelivery is a duplicate and each is still processed once.
             self._close_segment()
             raise StoreError(f"cannot write delivery bodies to {self.directory}: {exc}") from exc
         self._size = offset
