@@ -29,6 +29,14 @@ def delivery(delivery_id: str, payload: bytes) -> NewDelivery:
     )
 
 
+async def record_and_finish(store: SqliteStore, d: NewDelivery) -> None:
+    """Store ``d`` and process it, as a worker would."""
+    assert await store.record_delivery(d)
+    (claimed,) = await store.claim_deliveries("w1", 10, 60)
+    assert claimed.id == d.id
+    assert await store.complete_delivery(claimed.id, "w1", jobs=[], events=[])
+
+
 def rec(body: bytes) -> tuple[bytes, bytes]:
     return b'{"id": "' + body[:8] + b'"}', body
 
@@ -204,9 +212,7 @@ async def test_deliveries_whose_rows_a_power_cut_took_are_restored_from_the_log(
     store = SqliteStore(db)
     await store.open()
     try:
-        assert await store.record_delivery(delivery("done-before", b'{"n": 1}'))
-        (claimed,) = await store.claim_deliveries("w1", 10, 60)
-        assert await store.complete_delivery(claimed.id, "w1", jobs=[], events=[])
+        await record_and_finish(store, delivery("done-before", b'{"n": 1}'))
         with sqlite3.connect(db) as conn:
             (indexed_to,) = conn.execute("SELECT indexed_to FROM body_segments").fetchone()
         assert await store.record_delivery(delivery("lost-1", b'{"n": 2}'))
@@ -286,9 +292,7 @@ async def test_a_segment_with_a_torn_end_is_marked_indexed_and_can_be_pruned(
     store = SqliteStore(db)
     await store.open()
     try:
-        assert await store.record_delivery(delivery("d1", b'{"n": 1}'))
-        (claimed,) = await store.claim_deliveries("w1", 10, 60)
-        assert await store.complete_delivery(claimed.id, "w1", jobs=[], events=[])
+        await record_and_finish(store, delivery("d1", b'{"n": 1}'))
     finally:
         await store.close()
     (segment,) = (tmp_path / "shepherd.db-bodies").iterdir()

@@ -176,11 +176,7 @@ class BodyLog:
             if os.fstat(fd).st_size != indexed_to:
                 return False
             path.unlink()  # under the lock: recovery elsewhere waits for it, then finds no file
-            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self._fsync_directory()
         except OSError as exc:
             raise StoreError(f"cannot delete {path}: {exc}") from exc
         finally:
@@ -266,16 +262,19 @@ class BodyLog:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # The new file's directory entry must survive a crash too, or fsynced records in it
             # would be unreachable: fsync the directory once per segment.
-            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self._fsync_directory()
         except OSError as exc:
             os.close(fd)
             raise StoreError(f"cannot create a body segment in {self.directory}: {exc}") from exc
         self._fd, self._name, self._size = fd, name, 0
         return fd
+
+    def _fsync_directory(self) -> None:
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _close_segment(self) -> None:
         fd, self._fd = self._fd, None
