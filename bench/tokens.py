@@ -9,7 +9,9 @@ does; the tool-use system prompt the API adds (346 tokens) is counted with the p
 - ``excerpt``: the distilled failure the agent sends instead;
 - ``message``: the whole job-specific first user message (excerpt, command, files, instructions);
 - ``first turn``: prefix (tools + system) + message, all billed as fresh input (cold cache);
-- ``warm``: the same with the prefix read from the prompt cache (billed at 0.1x).
+- ``warm``: the same with the prefix read from the prompt cache (billed at 0.1x);
+- ``fewer(api)``: the Messages API's own count, where a warm turn's ``input_tokens`` excludes the
+  cache read, so only the message counts.
 
 The "fewer" columns compare with the raw log alone, which is generous to the raw log: a model
 given only the raw log would still need the tools, the system prompt and the files.
@@ -80,6 +82,10 @@ class Row:
         return 1 - self.warm / self.raw_log
 
     @property
+    def fewer_api(self) -> float:
+        return 1 - self.message / self.raw_log
+
+    @property
     def fewer_log(self) -> float:
         return 1 - self.excerpt / self.raw_log
 
@@ -111,14 +117,15 @@ def measure(case_dir: Path) -> Row:
 def render(rows: Sequence[Row]) -> str:
     header = (
         f"{'scenario':38} {'raw log':>8} {'excerpt':>8} {'message':>8} {'1st turn':>9} "
-        f"{'warm':>6} {'fewer(log)':>10} {'fewer(cold)':>11} {'fewer(warm)':>11}"
+        f"{'warm':>6} {'fewer(log)':>10} {'fewer(cold)':>11} {'fewer(warm)':>11} "
+        f"{'fewer(api)':>10}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
             f"{row.case:38} {row.raw_log:>8} {row.excerpt:>8} {row.message:>8} "
             f"{row.first_turn:>9} {row.warm:>6} {row.fewer_log:>10.1%} {row.fewer_cold:>11.1%} "
-            f"{row.fewer_warm:>11.1%}"
+            f"{row.fewer_warm:>11.1%} {row.fewer_api:>10.1%}"
         )
     total = Row(
         case="TOTAL",
@@ -132,13 +139,14 @@ def render(rows: Sequence[Row]) -> str:
     lines.append(
         f"{total.case:38} {total.raw_log:>8} {total.excerpt:>8} {total.message:>8} "
         f"{total.first_turn:>9} {total.warm:>6} {total.fewer_log:>10.1%} "
-        f"{total.fewer_cold:>11.1%} {total.fewer_warm:>11.1%}"
+        f"{total.fewer_cold:>11.1%} {total.fewer_warm:>11.1%} {total.fewer_api:>10.1%}"
     )
     met = total.fewer_cold >= GOAL_REDUCTION
     lines.append(
         f"goal: >= {GOAL_REDUCTION:.0%} fewer first-turn tokens than the raw log: "
         f"{'met' if met else 'NOT met'} ({total.fewer_cold:.1%} cold, {total.fewer_warm:.1%} "
-        f"warm; the prefix alone is {prefix_tokens()} tokens)"
+        f"warm, {total.fewer_api:.1%} as the API counts a warm turn; the prefix alone is "
+        f"{prefix_tokens()} tokens)"
     )
     return "\n".join(lines)
 
