@@ -13,7 +13,7 @@ from typing import Any
 from bot.logs import DistilledLog, distill
 from bot.sandbox import BubblewrapSandbox, CommandResult
 from bot.tools import bundled_tool_dirs
-from fixers.base import FixContext, Fixer, FixResult
+from fixers.base import FixContext, Fixer, FixResult, WorktreeFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -136,6 +136,24 @@ def copy_case(name: str, dest: Path) -> Path:
 
 def case_log(name: str) -> DistilledLog:
     return distill((case_dir(name) / "job.log").read_bytes())
+
+
+def assert_matches_only_its_scenarios(fixer: Fixer, case: str) -> None:
+    """``fixer`` claims ``case`` exactly when the case's expect.json names it."""
+    expect = case_expect(case)
+    wanted = fixer.name in [expect.get("fixer"), *expect.get("fixers", [])]
+    assert fixer.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+
+
+async def fix_scenario(fixer: Fixer, name: str, tmp_path: Path) -> tuple[Path, FixResult]:
+    """Copy scenario ``name``, check ``fixer`` claims it, apply it; the repo and the result."""
+    repo = copy_case(name, tmp_path / "repo")
+    log = case_log(name)
+    assert fixer.matches(log, WorktreeFiles(repo))
+    result = await apply_fixer(fixer, repo, log)
+    assert result.changed
+    assert result.self_check_passed
+    return repo, result
 
 
 async def run_in_sandbox(command: str, cwd: Path, *, network: bool = False) -> CommandResult:

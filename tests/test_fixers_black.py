@@ -11,10 +11,9 @@ from fixers.black import BLACK
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
+    assert_matches_only_its_scenarios,
     case_expect,
-    case_log,
-    copy_case,
+    fix_scenario,
     make_log,
     make_repo,
     read_files,
@@ -95,21 +94,14 @@ async def test_pinned_version_equal_to_bundled_is_reported(tmp_path: Path) -> No
 
 async def test_scenario(tmp_path: Path) -> None:
     name = "af-black"
-    repo = copy_case(name, tmp_path / "repo")
-    log = case_log(name)
-    assert BLACK.matches(log, WorktreeFiles(repo))
-    result = await apply_fixer(BLACK, repo, log)
-    assert result.changed
-    assert result.self_check_passed
+    repo, _ = await fix_scenario(BLACK, name, tmp_path)
     check = await run_in_sandbox(case_expect(name)["must_pass_after"], repo)
     assert check.ok, check.output
 
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "black" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert BLACK.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(BLACK, case)
 
 
 @pytest.mark.parametrize(

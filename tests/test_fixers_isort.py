@@ -11,10 +11,9 @@ from fixers.isort import ISORT
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
+    assert_matches_only_its_scenarios,
     case_expect,
-    case_log,
-    copy_case,
+    fix_scenario,
     make_log,
     make_repo,
     read_files,
@@ -54,12 +53,7 @@ async def test_clean_input_is_a_noop(tmp_path: Path, clean: str) -> None:
 
 async def test_scenario(tmp_path: Path) -> None:
     name = "af-isort"
-    repo = copy_case(name, tmp_path / "repo")
-    log = case_log(name)
-    assert ISORT.matches(log, WorktreeFiles(repo))
-    result = await apply_fixer(ISORT, repo, log)
-    assert result.changed
-    assert result.self_check_passed
+    repo, result = await fix_scenario(ISORT, name, tmp_path)
     assert result.tool_version == "isort 9.0.2 (pinned in requirements-dev.txt)"
     check = await run_in_sandbox(case_expect(name)["must_pass_after"], repo)
     assert check.ok, check.output
@@ -67,9 +61,7 @@ async def test_scenario(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "isort" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert ISORT.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(ISORT, case)
 
 
 @pytest.mark.parametrize(

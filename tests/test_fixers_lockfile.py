@@ -11,11 +11,10 @@ from fixers.lockfile import LOCKFILE
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
+    assert_matches_only_its_scenarios,
     case_expect,
-    case_log,
     commit_all,
-    copy_case,
+    fix_scenario,
     git,
     make_log,
     make_repo,
@@ -61,12 +60,7 @@ async def test_fresh_lockfile_is_a_noop(tmp_path: Path) -> None:
 
 async def test_scenario(tmp_path: Path) -> None:
     name = "af-lockfile-uv"
-    repo = copy_case(name, tmp_path / "repo")
-    log = case_log(name)
-    assert LOCKFILE.matches(log, WorktreeFiles(repo))
-    result = await apply_fixer(LOCKFILE, repo, log)
-    assert result.changed
-    assert result.self_check_passed
+    repo, _ = await fix_scenario(LOCKFILE, name, tmp_path)
     assert 'name = "tenacity"' in (repo / "uv.lock").read_text()
     assert git(repo, "status", "--porcelain").split() == ["M", "uv.lock"]
     check = await run_in_sandbox(case_expect(name)["must_pass_after"], repo, network=True)
@@ -75,9 +69,7 @@ async def test_scenario(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "lockfile" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert LOCKFILE.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(LOCKFILE, case)
 
 
 @pytest.mark.parametrize(

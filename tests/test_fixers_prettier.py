@@ -11,10 +11,9 @@ from fixers.prettier import PRETTIER, flagged_files
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
+    assert_matches_only_its_scenarios,
     case_expect,
-    case_log,
-    copy_case,
+    fix_scenario,
     make_log,
     make_repo,
     read_files,
@@ -81,12 +80,7 @@ async def test_hostile_flagged_paths_are_ignored(tmp_path: Path) -> None:
 
 async def test_scenario(tmp_path: Path) -> None:
     name = "af-prettier"
-    repo = copy_case(name, tmp_path / "repo")
-    log = case_log(name)
-    assert PRETTIER.matches(log, WorktreeFiles(repo))
-    result = await apply_fixer(PRETTIER, repo, log)
-    assert result.changed
-    assert result.self_check_passed
+    repo, result = await fix_scenario(PRETTIER, name, tmp_path)
     assert result.tool_version == "prettier 3.10.1 (pinned in package-lock.json)"
     # must_pass_after uses npx: the repo's own prettier comes from `npm ci` (network, no scripts).
     setup = await run_in_sandbox("npm ci --ignore-scripts --no-audit --no-fund", repo, network=True)
@@ -97,9 +91,7 @@ async def test_scenario(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "prettier" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert PRETTIER.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(PRETTIER, case)
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,9 @@ from fixers.ruff_check import RUFF_CHECK
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
+    assert_matches_only_its_scenarios,
     case_expect,
-    case_log,
-    copy_case,
+    fix_scenario,
     make_log,
     make_repo,
     read_files,
@@ -78,21 +77,14 @@ async def test_no_cache_dir_is_left_behind(tmp_path: Path) -> None:
 
 async def test_scenario(tmp_path: Path) -> None:
     name = "af-ruff-check-unused-imports"
-    repo = copy_case(name, tmp_path / "repo")
-    log = case_log(name)
-    assert RUFF_CHECK.matches(log, WorktreeFiles(repo))
-    result = await apply_fixer(RUFF_CHECK, repo, log)
-    assert result.changed
-    assert result.self_check_passed
+    repo, _ = await fix_scenario(RUFF_CHECK, name, tmp_path)
     check = await run_in_sandbox(case_expect(name)["must_pass_after"], repo)
     assert check.ok, check.output
 
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "ruff-check" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert RUFF_CHECK.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(RUFF_CHECK, case)
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,7 @@ from fixers.ruff_format import RUFF_FORMAT
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
-    case_expect,
-    case_log,
+    assert_matches_only_its_scenarios,
     make_log,
     make_repo,
     read_files,
@@ -59,9 +57,7 @@ async def test_repo_config_is_honoured(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "ruff-format" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert RUFF_FORMAT.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(RUFF_FORMAT, case)
 
 
 @pytest.mark.parametrize(

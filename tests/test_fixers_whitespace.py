@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from fixers.base import WorktreeFiles
 from fixers.whitespace import WHITESPACE, configured_args, failed_hooks
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
-    case_dir,
+    assert_matches_only_its_scenarios,
     case_expect,
-    case_log,
-    copy_case,
+    fix_scenario,
     make_log,
     make_repo,
     read_files,
@@ -100,12 +98,7 @@ def test_failed_hooks_and_config_args() -> None:
 
 async def test_scenario(tmp_path: Path) -> None:
     name = "af-whitespace-precommit"
-    repo = copy_case(name, tmp_path / "repo")
-    log = case_log(name)
-    assert WHITESPACE.matches(log, WorktreeFiles(repo))
-    result = await apply_fixer(WHITESPACE, repo, log)
-    assert result.changed
-    assert result.self_check_passed
+    repo, _ = await fix_scenario(WHITESPACE, name, tmp_path)
     # pre-commit is bundled; the case's hooks are local (language: system): no network needed.
     check = await run_in_sandbox(case_expect(name)["must_pass_after"], repo)
     assert check.ok, check.output
@@ -113,6 +106,4 @@ async def test_scenario(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
-    expect = case_expect(case)
-    wanted = "whitespace" in [expect.get("fixer"), *expect.get("fixers", [])]
-    assert WHITESPACE.matches(case_log(case), WorktreeFiles(case_dir(case) / "repo")) is wanted
+    assert_matches_only_its_scenarios(WHITESPACE, case)
