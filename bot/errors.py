@@ -15,6 +15,10 @@ class ShepherdError(Exception):
     retryable: bool = False
 
 
+class PayloadError(ShepherdError):
+    """A webhook body is not what GitHub sends (not JSON, or not a JSON object)."""
+
+
 class ConfigError(ShepherdError):
     """Settings or repository configuration are invalid; an operator must act."""
 

@@ -12,12 +12,17 @@ Payload reference: https://docs.github.com/en/webhooks/webhook-events-and-payloa
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+import simdjson
 from pydantic import BaseModel, ConfigDict, Field
+
+from bot.errors import PayloadError
 
 __all__ = [
     "EVENT_MODELS",
@@ -36,6 +41,7 @@ __all__ = [
     "CheckSuiteRef",
     "Commit",
     "CommitAuthor",
+    "Envelope",
     "Hook",
     "Installation",
     "InstallationAction",
@@ -73,6 +79,7 @@ __all__ = [
     "WorkflowRunEvent",
     "WorkflowStep",
     "parse_event",
+    "read_envelope",
 ]
 
 # Timestamps: GitHub sends some as epoch seconds (installation.created_at in most installation
@@ -736,3 +743,54 @@ def parse_event(event: str, payload: Mapping[str, Any]) -> WebhookEvent | None:
     if model is None:
         return None
     return model.model_validate(payload)
+
+
+# --- ingest: the few fields stored beside a delivery's body ---------------------------------------
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What ingest reads from a delivery body: the columns the store indexes it by."""
+
+    action: str | None
+    installation_id: int | None
+    repo: str | None
+
+
+def read_envelope(body: bytes) -> Envelope:
+    """Check that ``body`` is a JSON object and read its action, installation and repository.
+
+    Ingest must refuse a body that is not JSON, but needs only three of its fields; building the
+    whole payload as Python objects was a sixth of a request's CPU. simdjson validates the whole
+    document (syntax and UTF-8) without building it, ~4x faster than ``orjson.loads`` on 12-24 KB
+    payloads (measured: 8 vs 35 us). Where simdjson refuses (it also refuses integers beyond
+    64 bits, which JSON allows), ``orjson``, the parser the workers use, has the last word, so
+    ingest accepts exactly what a worker can read. Raises ``PayloadError``.
+    """
+    if body.startswith(_UTF8_BOM):  # simdjson skips a BOM; orjson, and so the workers, do not
+        raise PayloadError("The body is not JSON: it starts with a UTF-8 byte order mark.")
+    try:
+        # A fresh parser per call (0.1 us): a parser's documents die with its next parse, so a
+        # shared one would tie every caller to one thread and one document at a time.
+        document = simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError):
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"The body is not JSON: {exc}.") from None
+    if not isinstance(document, simdjson.Object | dict):
+        raise PayloadError("The body is not a JSON object.")
+    installation = document.get("installation")
+    repository = document.get("repository")
+    installation_id = (
+        installation.get("id") if isinstance(installation, simdjson.Object | dict) else None
+    )
+    repo = repository.get("full_name") if isinstance(repository, simdjson.Object | dict) else None
+    action = document.get("action")
+    return Envelope(
+        action=action if isinstance(action, str) else None,
+        installation_id=installation_id if type(installation_id) is int else None,
+        repo=repo if isinstance(repo, str) else None,
+    )

@@ -16,7 +16,8 @@ from aiohttp import web
 from gidgethub import ValidationFailure
 from gidgethub.sansio import validate_event
 
-from bot.errors import StoreError
+from bot.errors import PayloadError, StoreError
+from bot.events import read_envelope
 from bot.observability import Metrics
 from bot.problems import PROBLEM_JSON, Problem
 from bot.settings import Settings
@@ -172,24 +173,17 @@ async def _ingest(request: web.Request) -> web.Response:
             )
         )
     try:
-        # orjson: the parse is a sixth of a request's CPU with the stdlib parser.
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        envelope = read_envelope(body)
+    except PayloadError as exc:
         metrics.deliveries.labels(event, "malformed").inc()
-        raise ProblemError(
-            Problem.of("malformed-json", "Malformed JSON", 400, f"The body is not JSON: {exc}.")
-        ) from None
-    if not isinstance(data, dict):
-        raise ProblemError(
-            Problem.of("malformed-json", "Malformed JSON", 400, "The body is not a JSON object.")
-        )
+        raise ProblemError(Problem.of("malformed-json", "Malformed JSON", 400, str(exc))) from None
 
     delivery = NewDelivery(
         id=delivery_id,
         event=event,
-        action=_str_or_none(data.get("action")),
-        installation_id=_installation_id(data),
-        repo=_repo_name(data),
+        action=envelope.action,
+        installation_id=envelope.installation_id,
+        repo=envelope.repo,
         payload=body,
         received_at=datetime.now(UTC),
     )
@@ -216,24 +210,6 @@ async def _ingest(request: web.Request) -> web.Response:
         status=202 if inserted else 200,
         content_type="application/json",
     )
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _installation_id(data: dict[str, object]) -> int | None:
-    installation = data.get("installation")
-    if isinstance(installation, dict) and isinstance(installation.get("id"), int):
-        return int(installation["id"])
-    return None
-
-
-def _repo_name(data: dict[str, object]) -> str | None:
-    repository = data.get("repository")
-    if isinstance(repository, dict):
-        return _str_or_none(repository.get("full_name"))
-    return None
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -90,7 +90,9 @@ async def test_rejected_deliveries_get_a_problem_and_store_nothing(
 
 
 @pytest.mark.parametrize(
-    "body", [b"{not json", b"[1, 2]", b"\xff\xfe"], ids=["syntax", "array", "bytes"]
+    "body",
+    [b"{not json", b"[1, 2]", b"\xff\xfe", b"\xef\xbb\xbf{}"],
+    ids=["syntax", "array", "bytes", "bom"],
 )
 async def test_malformed_json_is_400(client: Client, body: bytes) -> None:
     resp = await post(client, body, webhook_headers("ping", body))
