@@ -14,11 +14,15 @@ of connections for a fixed time, one target after the other, each started fresh:
   delivery log; PostgreSQL: the commit).
 
 By default the server under test is pinned to CPU 0 and wrk to CPU 1 (``--no-pin`` to not), so
-"req/s" reads as "per server core". Between targets the bench syncs and rests (``--cooldown``):
-each durable run writes ~400 MB, and a virtual disk's write budget (a token bucket on cloud VMs)
-must refill, or the next target pays for the previous one's writes. Prints requests/s, p50/p99
-latency and each target's ratio to the bare receiver, then checks that every delivery Shepherd
-acknowledged is in its store.
+"req/s" reads as "per server core". Each Shepherd target is paired with a bare run just before
+it, and its ratio is taken against that run: on a shared VM a neighbour's load (CPU steal, shown
+per run) moves the absolute rates by a third within minutes, and a pair measured back to back
+sees the same neighbour. With ``--rounds N`` the table shows each target's median round and the
+median of its per-round ratios. After each durable target the bench syncs and rests
+(``--cooldown``): each run writes ~400 MB, and a virtual disk's write budget (a token bucket on
+cloud VMs) must refill, or the next target pays for the previous one's writes. Prints
+requests/s, p50/p99 latency and each target's ratio to its bare run, then checks that every
+delivery Shepherd acknowledged is in its store.
 Goal (issue 2): >= 90 % of bare throughput and p99 < 25 ms at 32 connections. Prints, never
 asserts.
 """
@@ -35,6 +39,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +62,7 @@ SECRET = "bench-webhook-secret"
 VARIANTS = 64  # distinct bodies per event: different PRs and check runs, as real traffic has
 SIZES = {"check_run": 12 * 1024, "pull_request": 24 * 1024}
 POSTGRES_URL = os.environ.get("SHEPHERD_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
+TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_RATIO = 0.90
 GOAL_P99_MS = 25.0
 
@@ -78,12 +84,24 @@ class Result:
     socket_errors: int
     p50_ms: float
     p99_ms: float
+    steal: float  # share of the machine's CPU time the hypervisor gave to others meanwhile
+    server_cpu: float  # CPU seconds the server process used during the measured run
+    database_cpu: float  # CPU seconds PostgreSQL's processes used meanwhile
     stored: int | None = None
     acked: int = 0  # 2xx answers, warm-up included
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU per request, in microseconds: steadier than req/s on a noisy VM."""
+        return self.server_cpu / max(self.requests, 1) * 1e6
+
+    @property
+    def database_us(self) -> float:
+        return self.database_cpu / max(self.requests, 1) * 1e6
 
 
 def sign(body: bytes) -> str:
@@ -209,7 +227,11 @@ def measure(target: Target, wrk: str, index: Path, work: Path, args: argparse.Na
         # A short warm-up (connections, caches, the first SQLite pages), not counted in the
         # rates; its deliveries are stored too, so they count in the stored/acked check.
         warm = run_wrk(wrk, port, args, {**env, "BENCH_RUN": f"warm-{uuid.uuid4().hex[:8]}"}, 2)
+        before = cpu_ticks(), process_cpu(proc.pid), postgres_cpu()
         data = run_wrk(wrk, port, args, {**env, "BENCH_RUN": uuid.uuid4().hex[:8]}, args.seconds)
+        steal = stolen(before[0], cpu_ticks())
+        server_cpu = process_cpu(proc.pid) - before[1]
+        database_cpu = postgres_cpu() - before[2]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -220,11 +242,11 @@ def measure(target: Target, wrk: str, index: Path, work: Path, args: argparse.Na
     stored = None
     if target.database_url is not None:
         stored = asyncio.run(count_stored(target.database_url))
-    # Each run leaves hundreds of MB of dirty pages behind; write them back now, or the kernel's
-    # writeback competes with (and its fsyncs slow down) whichever target runs next. Then rest:
-    # virtual disks are often rate-limited by a token bucket that a run's writes drain.
-    os.sync()
-    time.sleep(args.cooldown)
+        # Each durable run leaves hundreds of MB of dirty pages behind; write them back now, or
+        # the kernel's writeback competes with (and its fsyncs slow down) the next target. Then
+        # rest: virtual disks are often rate-limited by a token bucket that a run's writes drain.
+        os.sync()
+        time.sleep(args.cooldown)
     return Result(
         target=target.name,
         requests=int(data["requests"]),
@@ -235,6 +257,9 @@ def measure(target: Target, wrk: str, index: Path, work: Path, args: argparse.Na
         ),
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
+        steal=steal,
+        server_cpu=server_cpu,
+        database_cpu=database_cpu,
         stored=stored,
         acked=int(warm["requests"])
         - int(warm["http_errors"])
@@ -251,6 +276,36 @@ async def count_stored(url: str) -> int:
         return sum(stats.deliveries.values())
     finally:
         await store.close()
+
+
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, ..., steal) from /proc/stat."""
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:9]]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by this machine's PostgreSQL processes (backends, WAL writer...)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
+            total += process_cpu(int(stat.parent.name))
+    return total
+
+
+def stolen(before: list[int], after: list[int]) -> float:
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return spent[7] / max(sum(spent), 1)
 
 
 def shepherd_env(work: Path, name: str, database_url: str) -> dict[str, str]:
@@ -312,13 +367,30 @@ def targets(work: Path, python: str, shepherd: str) -> list[Target]:
     return found
 
 
-def print_table(results: list[Result], args: argparse.Namespace) -> None:
-    bare = next(r for r in results if r.target == "bare")
+@dataclass(frozen=True)
+class Row:
+    """One target over all rounds: its median round, and its ratios to the paired bare runs."""
+
+    result: Result
+    ratios: list[float]  # per round: this target's req/s over its paired bare run's
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def summarize(runs: list[tuple[Result, Result | None]]) -> Row:
+    """``runs``: one (result, paired bare result) per round; the median round by req/s."""
+    results = sorted((result for result, _ in runs), key=lambda r: r.rps)
+    ratios = [result.rps / bare.rps for result, bare in runs if bare is not None]
+    return Row(results[len(results) // 2], ratios)
+
+
+def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     print()
     print(
         f"{args.connections} connections, {args.seconds} s per target, median of {args.rounds} "
-        "round(s), bodies ~12 KB "
-        "check_run / ~24 KB pull_request (half each), "
+        "round(s), bodies ~12 KB check_run / ~24 KB pull_request (half each), "
         + (
             f"server on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}"
             if args.server_cpu is not None
@@ -326,27 +398,33 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         )
     )
     header = (
-        f"{'target':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} "
-        f"{'errors':>7} {'stored/acked':>14}  goal"
+        f"{'target':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu/req':>10} {'steal':>6} "
+        f"{'vs bare':>8} {'per round':>17} {'stored/acked':>13}  goal"
     )
     print(header)
     print("-" * len(header))
-    for r in results:
-        ratio = r.rps / bare.rps
+    for row in rows:
+        r = row.result
         errors = r.http_errors + r.socket_errors
         stored = "" if r.stored is None else f"{r.stored}/{r.acked}"
-        goal = ""
-        if r.target != "bare":
-            ok = ratio >= GOAL_RATIO and r.p99_ms < GOAL_P99_MS
+        ratio = per_round = goal = ""
+        cpu = f"{r.cpu_us:.0f}" + (f"+{r.database_us:.0f}" if r.database_us >= 1 else "")
+        if row.ratios:
+            ratio = f"{row.ratio:.0%}"
+            per_round = " ".join(f"{x:.0%}" for x in row.ratios)
+            ok = row.ratio >= GOAL_RATIO and r.p99_ms < GOAL_P99_MS and errors == 0
             goal = "met" if ok else "MISSED"
         print(
-            f"{r.target:<22} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {ratio:>7.0%} "
-            f"{errors:>7} {stored:>14}  {goal}"
+            f"{r.target:<20} {r.rps:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {cpu:>10} "
+            f"{r.steal:>6.1%} {ratio:>8} {per_round:>17} {stored:>13}  {goal}"
+            + (f"  ({errors} errors)" if errors else "")
         )
     print(
-        f"\ngoal: >= {GOAL_RATIO:.0%} of bare req/s and p99 < {GOAL_P99_MS:.0f} ms. "
-        "stored/acked: rows in the store after the run / 2xx answers counted by wrk (stored can "
-        "be higher: wrk stops with requests in flight that were committed but not yet answered)."
+        f"\ngoal: >= {GOAL_RATIO:.0%} of bare req/s and p99 < {GOAL_P99_MS:.0f} ms. vs bare: the "
+        "median over rounds of req/s against the bare run measured just before. cpu/req: server "
+        "CPU per request in us (+ PostgreSQL's processes). steal: CPU time the hypervisor gave to other guests during the run. stored/acked: rows in the store "
+        "after the run / 2xx answers counted by wrk (stored can be higher: wrk stops with "
+        "requests in flight that were committed but not yet answered)."
     )
 
 
@@ -380,7 +458,7 @@ def main() -> None:
     wrk = ensure_wrk()
     python = str(ROOT / ".venv" / "bin" / "python")
     shepherd = str(ROOT / ".venv" / "bin" / "shepherd")
-    rounds: dict[str, list[Result]] = {}
+    runs: dict[str, list[tuple[Result, Result | None]]] = {}
     with tempfile.TemporaryDirectory(prefix="shepherd-bench-") as tmp:
         root = Path(tmp)
         bodies = root / "bodies"
@@ -389,24 +467,21 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             work = root / f"round-{number}"
             work.mkdir()
-            for target in targets(work, python, shepherd):
-                if (
-                    args.only
-                    and target.name != "bare"
-                    and not any(o in target.name for o in args.only)
-                ):
+            bare, *shepherds = targets(work, python, shepherd)
+            for target in shepherds:
+                if args.only and not any(o in target.name for o in args.only):
                     continue
                 print(f"bench: round {number}/{args.rounds}: {target.name} ...", flush=True)
+                baseline = measure(bare, wrk, index, work, args)
+                runs.setdefault(bare.name, []).append((baseline, None))
                 try:
-                    rounds.setdefault(target.name, []).append(
-                        measure(target, wrk, index, work, args)
-                    )
+                    result = measure(target, wrk, index, work, args)
                 finally:
                     if target.database_url and "schema=" in target.database_url:
                         schema = target.database_url.rsplit("schema=", 1)[1]
                         asyncio.run(postgres_schema(schema, drop=True))
-    results = [sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for runs in rounds.values()]
-    print_table(results, args)
+                runs.setdefault(target.name, []).append((result, baseline))
+    print_table([summarize(pairs) for pairs in runs.values()], args)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # CPU than the whole rest of the insert, on the path that must answer GitHub fast.
         "ALTER TABLE deliveries ALTER COLUMN payload SET STORAGE EXTERNAL",
     ),
+    (
+        # lz4 instead: measured on the real example payloads (~18 KB), it halves PostgreSQL's
+        # CPU per stored delivery against no compression (80 vs 110 us) and writes a quarter of
+        # the bytes to the WAL and the table. A server built without lz4, or older than 14, keeps
+        # the bodies uncompressed.
+        """DO $$
+        BEGIN
+            ALTER TABLE deliveries ALTER COLUMN payload SET COMPRESSION lz4;
+            ALTER TABLE deliveries ALTER COLUMN payload SET STORAGE EXTENDED;
+        EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+            RAISE NOTICE 'no lz4 compression here: delivery bodies stay uncompressed';
+        END $$""",
+    ),
 )
 
 _INSERT_DELIVERIES = """
