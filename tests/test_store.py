@@ -31,6 +31,7 @@ from bot.store import (
     open_store,
     postgres,
 )
+from bot.store import sqlite as sqlite_store
 from bot.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from bot.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from tests.conftest import SHARED
@@ -654,6 +655,58 @@ async def test_two_stores_never_run_two_jobs_with_the_same_concurrency_key(url: 
     assert sorted(report.finished) == sorted(set(report.finished))  # each job ran once
     assert len(report.finished) == 48
     assert report.most_keys_at_once >= 2  # different keys did run in parallel
+
+
+# -- claims stay cheap however many deliveries are kept ----------------------------------------
+# The table keeps every delivery for the retention period (30 days by default). A claim that
+# scans it costs more with each day kept; on SQLite it runs on the one writer thread, in front of
+# the next webhooks' commit.
+
+
+@pytest.mark.parametrize("statement", ["_FAIL_POISONED_DELIVERIES", "_CLAIM_DELIVERIES"])
+def test_sqlite_claims_find_their_rows_through_an_index(tmp_path: Path, statement: str) -> None:
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    for migration in SQLITE_MIGRATIONS:
+        for sql in migration:
+            conn.execute(sql)
+    # A long history of finished deliveries and a few live ones, with statistics, as in use.
+    conn.executemany(
+        """INSERT INTO deliveries (id, event, payload, received_at, state, updated_at)
+           VALUES (?, 'ping', X'', ?, ?, 0)""",
+        [(f"d{i}", float(i), "done" if i < 5000 else "pending") for i in range(5100)],
+    )
+    conn.execute("ANALYZE")
+    sql = getattr(sqlite_store, statement)
+    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [0] * sql.count("?"))]
+    conn.close()
+    assert plan
+    scans = [step for step in plan if step == "SCAN deliveries" or "TEMP B-TREE" in step]
+    assert not scans, plan
+    if statement == "_FAIL_POISONED_DELIVERIES":
+        assert any("deliveries_leased" in step for step in plan), plan
+
+
+async def test_postgres_claims_find_their_rows_through_an_index(tmp_path: Path) -> None:
+    async with store_url("postgres", tmp_path) as url:
+        async with opened(url) as store:
+            assert isinstance(store, PostgresStore)
+        conn = await asyncpg.connect(postgres_url())
+        try:
+            await conn.execute(f'SET search_path TO "{store.schema}"')
+            # With sequential scans priced out, the planner still picks one if no index fits.
+            await conn.execute("SET enable_seqscan = off")
+            plans = [
+                "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))
+                for sql, args in (
+                    (postgres._FAIL_POISONED_DELIVERIES, [3]),
+                    (postgres._CLAIM_DELIVERIES, ["owner", 30.0, 4]),
+                )
+            ]
+        finally:
+            await conn.close()
+    for plan in plans:
+        assert "Seq Scan on deliveries" not in plan, plan
+    assert "deliveries_leased" in plans[0]  # not the pending backlog's index
 
 
 async def test_postgres_key_guard_holds_even_with_a_wide_race_window(

@@ -126,6 +126,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             RAISE NOTICE 'no lz4 compression here: delivery bodies stay uncompressed';
         END $$""",
     ),
+    (
+        # The leases a claim checks for poison, without walking the whole pending backlog.
+        "CREATE INDEX deliveries_leased ON deliveries (lease_expires) WHERE state = 'processing'",
+    ),
 )
 
 _INSERT_DELIVERIES = """

@@ -124,7 +124,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX deliveries_by_segment ON deliveries (body_segment)
             WHERE body_segment IS NOT NULL""",
     ),
+    # v4: the leases a claim checks for poison, without a scan of every delivery ever kept.
+    ("CREATE INDEX deliveries_leased ON deliveries (lease_expires) WHERE state = 'processing'",),
 )
+
+# Both claim statements must find their rows through an index (tests/test_store.py checks the
+# plans): the table keeps every delivery for the retention period, and a claim runs on the one
+# writer thread, in front of the next webhooks' commit.
+_FAIL_POISONED_DELIVERIES = """
+UPDATE deliveries SET state = 'failed', lease_expires = NULL, updated_at = ?,
+    error = 'processing lease expired ' || attempts || ' times'
+WHERE state = 'processing' AND lease_expires < ? AND attempts >= ?"""
+
+_CLAIM_DELIVERIES = """
+UPDATE deliveries SET state = 'processing', lease_owner = ?, lease_expires = ?,
+    attempts = attempts + 1, updated_at = ?
+WHERE seq IN (
+    SELECT seq FROM deliveries
+    -- The IN term lets SQLite use deliveries_claimable: it uses a partial index only when the
+    -- query repeats the index's condition. Without it, each claim scanned and sorted the table.
+    WHERE state IN ('pending', 'processing') AND (state = 'pending' OR lease_expires < ?)
+    ORDER BY received_at, seq LIMIT ?)
+RETURNING *"""
 
 #: How often BEGIN IMMEDIATE is retried after busy_timeout already waited (another process holds
 #: the write lock for a long time, e.g. a checkpoint on a slow disk).
@@ -467,21 +488,9 @@ class SqliteStore:
     ) -> list[StoredDelivery]:
         def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             now = time.time()
-            conn.execute(
-                """UPDATE deliveries SET state = 'failed', lease_expires = NULL, updated_at = ?,
-                       error = 'processing lease expired ' || attempts || ' times'
-                   WHERE state = 'processing' AND lease_expires < ? AND attempts >= ?""",
-                (now, now, MAX_DELIVERY_ATTEMPTS),
-            )
+            conn.execute(_FAIL_POISONED_DELIVERIES, (now, now, MAX_DELIVERY_ATTEMPTS))
             return conn.execute(
-                """UPDATE deliveries SET state = 'processing', lease_owner = ?, lease_expires = ?,
-                       attempts = attempts + 1, updated_at = ?
-                   WHERE seq IN (
-                       SELECT seq FROM deliveries
-                       WHERE state = 'pending' OR (state = 'processing' AND lease_expires < ?)
-                       ORDER BY received_at, seq LIMIT ?)
-                   RETURNING *""",
-                (owner, now + lease_seconds, now, now, limit),
+                _CLAIM_DELIVERIES, (owner, now + lease_seconds, now, now, limit)
             ).fetchall()
 
         def claim_and_read() -> list[StoredDelivery]:
