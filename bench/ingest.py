@@ -387,6 +387,7 @@ def summarize(runs: list[tuple[Result, Result | None]]) -> Row:
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+    width = max(9, *(5 * len(row.ratios) for row in rows))  # "per round": "104% " each
     print()
     print(
         f"{args.connections} connections, {args.seconds} s per target, median of {args.rounds} "
@@ -399,7 +400,7 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     )
     header = (
         f"{'target':<20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu/req':>10} {'steal':>6} "
-        f"{'vs bare':>8} {'per round':>17} {'stored/acked':>13}  goal"
+        f"{'vs bare':>8} {'per round':>{width}} {'stored/acked':>13}  goal"
     )
     print(header)
     print("-" * len(header))
@@ -416,7 +417,7 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
             goal = "met" if ok else "MISSED"
         print(
             f"{r.target:<20} {r.rps:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {cpu:>10} "
-            f"{r.steal:>6.1%} {ratio:>8} {per_round:>17} {stored:>13}  {goal}"
+            f"{r.steal:>6.1%} {ratio:>8} {per_round:>{width}} {stored:>13}  {goal}"
             + (f"  ({errors} errors)" if errors else "")
         )
     print(
