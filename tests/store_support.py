@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -56,9 +56,13 @@ async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
         await admin.close()
 
 
+StoreT = TypeVar("StoreT", bound=Store)
+
+
 @asynccontextmanager
-async def opened(url: str) -> AsyncIterator[Store]:
-    store = open_store(url)
+async def opened(target: str | StoreT) -> AsyncIterator[Store | StoreT]:
+    """Open the store at a DATABASE_URL (or one built by the test), closed afterwards."""
+    store = open_store(target) if isinstance(target, str) else target
     await store.open()
     try:
         yield store

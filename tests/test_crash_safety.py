@@ -34,8 +34,9 @@ import asyncpg
 import pytest
 
 from bot.episodes import EventKind
-from bot.store import DeliveryState, Store, open_store
+from bot.store import DeliveryState, Store
 from tests.conftest import REPO_ROOT, TEST_DATABASE_URL, load_payload, webhook_headers
+from tests.store_support import opened
 
 pytestmark = pytest.mark.slow
 
@@ -356,12 +357,8 @@ async def test_sigkill_mid_burst_loses_and_repeats_nothing(backend: str, tmp_pat
             assert {after.statuses[d.id][0] for d in unanswered} <= {200, 202}
             for delivery_id, statuses in after.statuses.items():
                 ledger.statuses.setdefault(delivery_id, []).extend(statuses)
-            store = open_store(url)
-            await store.open()
-            try:
+            async with opened(url) as store:
                 await wait_until_drained(store, second)
-            finally:
-                await store.close()
         finally:
             if second.proc.returncode is None:
                 exit_code = await stop_server(second)
@@ -377,9 +374,7 @@ async def assert_exactly_once(url: str, by_id: dict[str, Delivery], ledger: Ledg
         assert all(s in (200, 202) for s in answered), (delivery_id, statuses)
         assert answered.count(202) <= 1, f"{delivery_id} accepted twice: {statuses}"
         assert ledger.acknowledged(delivery_id), f"{delivery_id} never acknowledged: {statuses}"
-    store = open_store(url)
-    await store.open()
-    try:
+    async with opened(url) as store:
         job_keys = Counter(d.job_key for d in by_id.values() if d.job_key is not None)
         assert all(n == 1 for n in job_keys.values())
         for d in by_id.values():
@@ -401,8 +396,6 @@ async def assert_exactly_once(url: str, by_id: dict[str, Delivery], ledger: Ledg
         assert sum(stats.deliveries.values()) == len(by_id)
         # No job beyond one per key: the upserts of a re-dispatched delivery made nothing new.
         assert sum(stats.jobs.values()) == len(job_keys)
-    finally:
-        await store.close()
 
 
 async def test_sqlite_serve_and_a_worker_process_share_one_store(tmp_path: Path) -> None:
@@ -429,12 +422,8 @@ async def test_sqlite_serve_and_a_worker_process_share_one_store(tmp_path: Path)
         )
     try:
         await send_all(server.url, deliveries, ledger)
-        store = open_store(url)
-        await store.open()
-        try:
+        async with opened(url) as store:
             await wait_until_drained(store, server)
-        finally:
-            await store.close()
         assert worker.returncode is None, worker_log.read_text()
     finally:
         worker.send_signal(signal.SIGTERM)

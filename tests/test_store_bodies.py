@@ -15,6 +15,7 @@ from bot.errors import StoreError
 from bot.store import DeliveryState, NewDelivery, SqliteStore
 from bot.store.bodies import BodyLog, BodyRef
 from bot.store.sqlite import MIGRATIONS
+from tests.store_support import opened
 
 
 def delivery(delivery_id: str, payload: bytes) -> NewDelivery:
@@ -137,9 +138,7 @@ def test_a_segment_another_process_is_writing_is_not_recovered(tmp_path: Path) -
 async def test_the_store_keeps_bodies_out_of_sqlite_and_reads_them_back(tmp_path: Path) -> None:
     db = tmp_path / "shepherd.db"
     body = b'{"marker": "' + os.urandom(16).hex().encode() + b'"}'
-    store = SqliteStore(db)
-    await store.open()
-    try:
+    async with opened(SqliteStore(db)) as store:
         assert await store.record_delivery(delivery("d1", body))
         assert not await store.record_delivery(delivery("d1", body))  # a redelivery
         stored = await store.get_delivery("d1")
@@ -147,8 +146,6 @@ async def test_the_store_keeps_bodies_out_of_sqlite_and_reads_them_back(tmp_path
         assert stored.payload == body
         (claimed,) = await store.claim_deliveries("w1", 10, 60)
         assert claimed.payload == body
-    finally:
-        await store.close()
     database_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("shepherd.db*") if p.is_file())
     assert body not in database_bytes
     segments = list((tmp_path / "shepherd.db-bodies").iterdir())
@@ -157,9 +154,7 @@ async def test_the_store_keeps_bodies_out_of_sqlite_and_reads_them_back(tmp_path
 
 async def test_a_damaged_body_fails_its_delivery_and_spares_the_rest(tmp_path: Path) -> None:
     db = tmp_path / "shepherd.db"
-    store = SqliteStore(db)
-    await store.open()
-    try:
+    async with opened(SqliteStore(db)) as store:
         assert await store.record_delivery(delivery("bad", b'{"n": "bad"}'))
         assert await store.record_delivery(delivery("good", b'{"n": "good"}'))
         (segment,) = (tmp_path / "shepherd.db-bodies").iterdir()
@@ -174,8 +169,6 @@ async def test_a_damaged_body_fails_its_delivery_and_spares_the_rest(tmp_path: P
             await store.get_delivery("bad")
         stats = await store.stats()
         assert stats.deliveries.get("failed") == 1
-    finally:
-        await store.close()
     with sqlite3.connect(db) as conn:
         (error,) = conn.execute("SELECT error FROM deliveries WHERE id = 'bad'").fetchone()
     assert "damaged" in error
@@ -195,13 +188,9 @@ async def test_rows_written_before_segments_existed_keep_their_inline_bodies(
                VALUES ('old', 'ping', ?, 1, 1)""",
             (b'{"zen": "inline"}',),
         )
-    store = SqliteStore(db)
-    await store.open()
-    try:
+    async with opened(SqliteStore(db)) as store:
         assert await store.record_delivery(delivery("new", b'{"zen": "segment"}'))
         claimed = {d.id: d.payload for d in await store.claim_deliveries("w1", 10, 60)}
-    finally:
-        await store.close()
     assert claimed == {"old": b'{"zen": "inline"}', "new": b'{"zen": "segment"}'}
 
 
@@ -209,25 +198,19 @@ async def test_deliveries_whose_rows_a_power_cut_took_are_restored_from_the_log(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "shepherd.db"
-    store = SqliteStore(db)
-    await store.open()
-    try:
+    async with opened(SqliteStore(db)) as store:
         await record_and_finish(store, delivery("done-before", b'{"n": 1}'))
         with sqlite3.connect(db) as conn:
             (indexed_to,) = conn.execute("SELECT indexed_to FROM body_segments").fetchone()
         assert await store.record_delivery(delivery("lost-1", b'{"n": 2}'))
         assert await store.record_delivery(delivery("lost-2", b'{"n": 3}'))
-    finally:
-        await store.close()
     # What a power cut may do to rows committed without fsync: the last ones never happened.
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM deliveries WHERE id LIKE 'lost-%'")
         conn.execute("UPDATE body_segments SET indexed_to = ?", (indexed_to,))
 
     for _ in range(2):  # recovery runs at every open, and restores each delivery once
-        store = SqliteStore(db)
-        await store.open()
-        try:
+        async with opened(SqliteStore(db)) as store:
             stats = await store.stats()
             assert {state: n for state, n in stats.deliveries.items() if n} == {
                 "done": 1,
@@ -240,8 +223,6 @@ async def test_deliveries_whose_rows_a_power_cut_took_are_restored_from_the_log(
             )  # fmt: skip
             assert lost.installation_id == 1
             assert not await store.record_delivery(delivery("lost-1", b'{"n": 2}'))  # redelivery
-        finally:
-            await store.close()
 
 
 async def test_pruning_deletes_the_segments_no_row_points_into_and_no_other(
@@ -249,9 +230,8 @@ async def test_pruning_deletes_the_segments_no_row_points_into_and_no_other(
 ) -> None:
     db = tmp_path / "shepherd.db"
     bodies = tmp_path / "shepherd.db-bodies"
-    store = SqliteStore(db, segment_bytes=1)  # every batch fills its segment
-    await store.open()
-    try:
+    # Every batch fills its segment.
+    async with opened(SqliteStore(db, segment_bytes=1)) as store:
         month_ago = datetime.now(UTC) - timedelta(days=40)
         for name in ("a", "b", "c"):
             assert await store.record_delivery(
@@ -273,8 +253,6 @@ async def test_pruning_deletes_the_segments_no_row_points_into_and_no_other(
 
         pruned = await store.prune_deliveries(datetime.now(UTC) - timedelta(days=30))
         live.close()
-    finally:
-        await store.close()
 
     # The first two go; the third is this store's own open segment; the others are not ours to
     # drop: one holds records only a restart re-indexes, the other is still being written.
@@ -289,36 +267,25 @@ async def test_a_segment_with_a_torn_end_is_marked_indexed_and_can_be_pruned(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "shepherd.db"
-    store = SqliteStore(db)
-    await store.open()
-    try:
+    async with opened(SqliteStore(db)) as store:
         await record_and_finish(store, delivery("d1", b'{"n": 1}'))
-    finally:
-        await store.close()
     (segment,) = (tmp_path / "shepherd.db-bodies").iterdir()
     with segment.open("ab") as torn:  # the process died in the middle of its next batch
         header = b"SHB1" + (60).to_bytes(4, "little") + (9000).to_bytes(4, "little") + bytes(8)
         torn.write(header + b'{"id": "d2", "ev')
 
-    store = SqliteStore(db)
-    await store.open()  # recovery: nothing to restore, the torn bytes are junk for good
-    try:
+    # Recovery: nothing to restore, the torn bytes are junk for good.
+    async with opened(SqliteStore(db)) as store:
         with sqlite3.connect(db) as conn:
             (indexed_to,) = conn.execute("SELECT indexed_to FROM body_segments").fetchone()
         assert indexed_to == segment.stat().st_size
         pruned = await store.prune_deliveries(datetime.now(UTC) + timedelta(days=1))
-    finally:
-        await store.close()
     assert (pruned.deliveries, pruned.segments) == (1, 1)
     assert not segment.exists()
 
 
 async def test_the_store_threads_run_just_below_the_event_loop(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "shepherd.db")
-    await store.open()
-    try:
+    async with opened(SqliteStore(tmp_path / "shepherd.db")) as store:
         writer = await store._on_writer(lambda: os.getpriority(os.PRIO_PROCESS, 0))
-    finally:
-        await store.close()
     loop_thread = os.getpriority(os.PRIO_PROCESS, 0)
     assert writer == min(loop_thread + 2, 19)
