@@ -76,3 +76,16 @@ class FixerError(ShepherdError):
 
 class AgentError(ShepherdError):
     """The LLM repair attempt failed for a reason outside the model's answer."""
+
+
+class UnsafeWorktree(ShepherdError):
+    """Untrusted code wrote git metadata (a ``.git`` file or directory, a nested repository) into
+    a worktree. The job stops there: no git command reads that tree again and nothing is pushed."""
+
+    def __init__(self, paths: list[str]) -> None:
+        shown = ", ".join(f"`{p}`" for p in paths[:5])
+        super().__init__(
+            f"code from the pull request wrote git metadata into the worktree ({shown}); "
+            "Shepherd stopped this repair without reading the tree again"
+        )
+        self.paths = list(paths)

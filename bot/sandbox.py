@@ -2,8 +2,10 @@
 
 PR code, and tools reading PR code, run here: no network (unless a step must download packages),
 no secrets in the environment, the system mounted read-only, and only the job's worktree
-writable. Both runners enforce a time limit (the whole process tree is killed) and an output
-limit (head and tail kept).
+writable, its git metadata excepted (read-only). Both runners enforce a time limit (the whole
+process tree is killed) and an output limit (head and tail kept), and after every command check
+that no git metadata appeared or changed in the tree (``UnsafeWorktree`` otherwise: the job
+stops).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.errors import SandboxError, SandboxUnavailable
+from bot.git import check_metadata, mark_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +308,15 @@ class BubblewrapSandbox:
         for path in read_only:
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
-        args += ["--bind", str(writable), str(writable), "--chdir", str(cwd), "--clearenv"]
+        args += ["--bind", str(writable), str(writable)]
+        pointer = writable / ".git"
+        if pointer.exists() and not pointer.is_symlink():
+            # The worktree's git metadata (the `.git` pointer file, or a checkout's `.git`
+            # directory) is read-only inside: PR code can neither rewrite the pointer to a git
+            # directory of its own nor edit the config, hooks or index Shepherd's git reads.
+            # Being a mount point, it cannot be renamed or deleted either.
+            args += ["--ro-bind", str(pointer), str(pointer)]
+        args += ["--chdir", str(cwd), "--clearenv"]
         for name, value in env.items():
             args += ["--setenv", name, value]
         args += ["--", *argv]
@@ -324,7 +335,8 @@ class BubblewrapSandbox:
         writable, cwd = _confine(writable, cwd)
         full_env = scrubbed_env(env, network=network)
         command = self.bwrap_argv(argv, cwd=cwd, writable=writable, env=full_env, network=network)
-        return await run_limited(
+        mark = await asyncio.to_thread(mark_metadata, writable)
+        result = await run_limited(
             command,
             reported_argv=tuple(argv),
             cwd=cwd,
@@ -333,6 +345,8 @@ class BubblewrapSandbox:
             timeout=timeout,
             output_limit=self.output_limit,
         )
+        await asyncio.to_thread(check_metadata, writable, mark)
+        return result
 
 
 class UnsandboxedRunner:
@@ -362,7 +376,8 @@ class UnsandboxedRunner:
         network: bool = False,
     ) -> CommandResult:
         full_env = scrubbed_env(env, network=network)
-        return await run_limited(
+        mark = await asyncio.to_thread(mark_metadata, writable)
+        result = await run_limited(
             list(argv),
             reported_argv=tuple(argv),
             cwd=cwd,
@@ -370,6 +385,8 @@ class UnsandboxedRunner:
             timeout=timeout,
             output_limit=self.output_limit,
         )
+        await asyncio.to_thread(check_metadata, writable, mark)
+        return result
 
 
 def make_runner(
