@@ -319,54 +319,66 @@ def git_installed() -> bool:
 
 # -- git metadata written by untrusted code ----------------------------------------------------
 
+#: Entries whose presence makes a directory a git directory (git's own ``is_git_directory``).
+_GIT_DIR_ENTRIES = frozenset({"HEAD", "objects", "refs"})
+_MAX_REPORTED = 20
 
-@dataclass(frozen=True)
-class MetadataMark:
-    """What the tree's own ``.git`` entry looked like before untrusted code ran."""
+#: What identifies one piece of git metadata: its kind, device and inode, and for a ``.git``
+#: file (a pointer to a git directory) its content.
+Fingerprint = tuple[str, int, int, bytes]
 
-    kind: str  # "file", "dir" or "absent"
-    content: bytes = b""
-    inode: tuple[int, int] = (0, 0)
+#: Every piece of git metadata in a tree, by path relative to the tree's root.
+MetadataMark = dict[str, Fingerprint]
 
 
 def mark_metadata(root: Path) -> MetadataMark:
-    try:
-        st = os.lstat(root / ".git")
-    except FileNotFoundError:
-        return MetadataMark("absent")
-    if stat.S_ISREG(st.st_mode):
-        return MetadataMark("file", (root / ".git").read_bytes(), (st.st_dev, st.st_ino))
-    if stat.S_ISDIR(st.st_mode):
-        return MetadataMark("dir", b"", (st.st_dev, st.st_ino))
-    return MetadataMark("other", b"", (st.st_dev, st.st_ino))
+    """Every ``.git`` entry (file, directory or link) and every directory shaped like a git
+    directory (``HEAD``, ``objects/``, ``refs/``) under ``root``, at any depth.
 
-
-def stray_metadata(root: Path, before: MetadataMark) -> list[str]:
-    """Git metadata that untrusted code created or changed under ``root``: the root's ``.git``
-    entry differing from ``before``, and any other ``.git`` file, directory or link at any depth
-    (a nested repository). Paths are relative to ``root``; empty means the tree is clean.
-
-    Symbolic links are never followed, so a link cannot make the walk leave the tree."""
-    found: list[str] = []
-    if mark_metadata(root) != before:
-        found.append(".git")
+    Symbolic links are never followed, so the walk cannot leave the tree, and ``.git``
+    directories are not descended into (their insides are git's business, bound read-only in
+    the sandbox)."""
+    found: MetadataMark = {}
     stack = [root]
-    while stack and len(found) < 20:
+    while stack:
         directory = stack.pop()
         try:
             entries = list(os.scandir(directory))
         except OSError:
             continue
+        names = {entry.name for entry in entries}
+        if directory != root and names >= _GIT_DIR_ENTRIES:
+            st = os.lstat(directory)
+            found[str(directory.relative_to(root))] = ("gitdir", st.st_dev, st.st_ino, b"")
         for entry in entries:
-            if entry.name == ".git" and directory != root:
-                found.append(str(Path(entry.path).relative_to(root)))
-            elif entry.name != ".git" and entry.is_dir(follow_symlinks=False):
+            if entry.name == ".git":
+                found[str(Path(entry.path).relative_to(root))] = _fingerprint(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
-    return sorted(found)
+    return found
+
+
+def _fingerprint(path: Path) -> Fingerprint:
+    st = os.lstat(path)
+    if stat.S_ISREG(st.st_mode):
+        with contextlib.suppress(OSError):
+            return ("file", st.st_dev, st.st_ino, path.read_bytes()[:4096])
+    if stat.S_ISLNK(st.st_mode):
+        return ("link", st.st_dev, st.st_ino, os.fsencode(os.readlink(path)))
+    kind = "dir" if stat.S_ISDIR(st.st_mode) else "other"
+    return (kind, st.st_dev, st.st_ino, b"")
+
+
+def changed_metadata(root: Path, before: MetadataMark) -> list[str]:
+    """Git metadata under ``root`` that is new or different since ``before`` was taken (a
+    rewritten ``.git`` pointer, a nested repository, a git directory of the PR's own making).
+    Removed metadata is not reported: nothing can run from what is gone."""
+    after = mark_metadata(root)
+    return sorted(path for path, print_ in after.items() if before.get(path) != print_)
 
 
 def check_metadata(root: Path, before: MetadataMark) -> None:
     """Raise UnsafeWorktree when untrusted code wrote git metadata under ``root``."""
-    stray = stray_metadata(root, before)
-    if stray:
-        raise UnsafeWorktree(stray)
+    changed = changed_metadata(root, before)
+    if changed:
+        raise UnsafeWorktree(changed[:_MAX_REPORTED])
