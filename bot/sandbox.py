@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.errors import SandboxError, SandboxUnavailable
-from bot.git import check_metadata, mark_metadata
+from bot.git import MetadataMark, check_metadata, mark_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -283,8 +283,10 @@ class BubblewrapSandbox:
         writable: Path,
         env: Mapping[str, str],
         network: bool,
+        metadata: MetadataMark | None = None,
     ) -> list[str]:
-        """The full bwrap command line (exposed for inspection and tests)."""
+        """The full bwrap command line (exposed for inspection and tests); ``metadata`` is the
+        git metadata found in ``writable``, bound read-only."""
         args = [self.bwrap, "--unshare-all"]
         if network:
             args.append("--share-net")
@@ -309,13 +311,14 @@ class BubblewrapSandbox:
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
         args += ["--bind", str(writable), str(writable)]
-        pointer = writable / ".git"
-        if pointer.exists() and not pointer.is_symlink():
-            # The worktree's git metadata (the `.git` pointer file, or a checkout's `.git`
-            # directory) is read-only inside: PR code can neither rewrite the pointer to a git
-            # directory of its own nor edit the config, hooks or index Shepherd's git reads.
-            # Being a mount point, it cannot be renamed or deleted either.
-            args += ["--ro-bind", str(pointer), str(pointer)]
+        for relative, (kind, *_) in sorted((metadata or {}).items()):
+            if kind in ("file", "dir", "gitdir"):
+                # Git metadata is read-only inside (the worktree's `.git` pointer file, a
+                # checkout's `.git` directory, a submodule's): PR code can neither point it at
+                # a git directory of its own nor edit the config, hooks or index that
+                # Shepherd's git reads. Being a mount point, it cannot be renamed or deleted.
+                target = str(writable / relative)
+                args += ["--ro-bind", target, target]
         args += ["--chdir", str(cwd), "--clearenv"]
         for name, value in env.items():
             args += ["--setenv", name, value]
@@ -334,8 +337,10 @@ class BubblewrapSandbox:
     ) -> CommandResult:
         writable, cwd = _confine(writable, cwd)
         full_env = scrubbed_env(env, network=network)
-        command = self.bwrap_argv(argv, cwd=cwd, writable=writable, env=full_env, network=network)
         mark = await asyncio.to_thread(mark_metadata, writable)
+        command = self.bwrap_argv(
+            argv, cwd=cwd, writable=writable, env=full_env, network=network, metadata=mark
+        )
         result = await run_limited(
             command,
             reported_argv=tuple(argv),
