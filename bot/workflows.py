@@ -20,7 +20,8 @@ _EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
 _MAX_RUNS = 2000
 
 
-def _normalise(script: str) -> str:
+def normalise_script(script: str) -> str:
+    """Lines stripped, blank lines dropped: how a ``run:`` script and a log's command compare."""
     return "\n".join(line.strip() for line in script.strip().splitlines() if line.strip())
 
 
@@ -46,7 +47,7 @@ def workflow_commands(files: Mapping[str, str]) -> list[re.Pattern[str]]:
         except yaml.YAMLError:
             continue
         for script in _run_steps(document):
-            pieces = _EXPRESSION.split(_normalise(script))
+            pieces = _EXPRESSION.split(normalise_script(script))
             patterns.append(re.compile("^" + ".*?".join(map(re.escape, pieces)) + "$", re.S))
             if len(patterns) >= _MAX_RUNS:
                 return patterns
@@ -56,5 +57,5 @@ def workflow_commands(files: Mapping[str, str]) -> list[re.Pattern[str]]:
 def is_workflow_command(command: str | None, patterns: Iterable[re.Pattern[str]]) -> bool:
     if not command:
         return False
-    wanted = _normalise(command)
+    wanted = normalise_script(command)
     return any(p.match(wanted) for p in patterns)
