@@ -20,8 +20,7 @@ _EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
 _MAX_RUNS = 2000
 
 
-def normalise_script(script: str) -> str:
-    """Lines stripped, blank lines dropped: how a ``run:`` script and a log's command compare."""
+def _normalise(script: str) -> str:
     return "\n".join(line.strip() for line in script.strip().splitlines() if line.strip())
 
 
@@ -47,7 +46,7 @@ def workflow_commands(files: Mapping[str, str]) -> list[re.Pattern[str]]:
         except yaml.YAMLError:
             continue
         for script in _run_steps(document):
-            pieces = _EXPRESSION.split(normalise_script(script))
+            pieces = _EXPRESSION.split(_normalise(script))
             patterns.append(re.compile("^" + ".*?".join(map(re.escape, pieces)) + "$", re.S))
             if len(patterns) >= _MAX_RUNS:
                 return patterns
@@ -57,5 +56,5 @@ def workflow_commands(files: Mapping[str, str]) -> list[re.Pattern[str]]:
 def is_workflow_command(command: str | None, patterns: Iterable[re.Pattern[str]]) -> bool:
     if not command:
         return False
-    wanted = normalise_script(command)
+    wanted = _normalise(command)
     return any(p.match(wanted) for p in patterns)

@@ -237,24 +237,27 @@ def _ordered(op: str, a: _Ordered, b: _Ordered) -> bool:
     return a >= b
 
 
-def from_data(data: object, budget: list[int] | None = None) -> Value:
+def from_data(data: object, budget: list[int] | None = None, depth: int = 0) -> Value:
     """Plain YAML/JSON data as a ``Value`` (ints become floats; non-string keys are dropped).
 
     ``budget`` (a one-element list) bounds the nodes visited: YAML aliases can make a small
-    document a very wide tree.
+    document a very wide tree. Nesting is bounded too, so code walking a ``Value`` recursively
+    cannot exhaust the stack.
     """
     budget = budget if budget is not None else [100_000]
     budget[0] -= 1
     if budget[0] < 0:
         raise Unresolvable("value too large")
+    if depth > MAX_DEPTH:
+        raise Unresolvable("value nested too deeply")
     if data is None or isinstance(data, bool | str):
         return data
     if isinstance(data, int | float):
         return float(data)
     if isinstance(data, list):
-        return [from_data(item, budget) for item in data]
+        return [from_data(item, budget, depth + 1) for item in data]
     if isinstance(data, dict):
-        return {k: from_data(v, budget) for k, v in data.items() if isinstance(k, str)}
+        return {k: from_data(v, budget, depth + 1) for k, v in data.items() if isinstance(k, str)}
     raise Unresolvable(f"unsupported value of type {type(data).__name__}")
 
 

@@ -84,7 +84,6 @@ from bot.jobenv.expressions import (
     split_template,
     to_string,
 )
-from bot.workflows import normalise_script
 
 __all__ = [
     "WORKSPACE",
@@ -403,43 +402,43 @@ class _Combination:
     suffix: tuple[str, ...]
 
 
-def _expand_matrix(strategy: object) -> list[_Combination] | None:
-    """The combinations of ``strategy.matrix`` in GitHub's order; None when they are not known
-    from the file (an expression such as ``fromJSON(needs.x.outputs.matrix)``, or too many)."""
+def _expand_matrix(strategy: object) -> list[_Combination] | str:
+    """The combinations of ``strategy.matrix`` in GitHub's order, or why they are not known from
+    the file (an expression such as ``fromJSON(needs.x.outputs.matrix)``, too many)."""
     matrix = _mapping(strategy).get("matrix")
     if matrix is None:
         return [_Combination({}, ())]
     if not isinstance(matrix, dict):
-        return None
+        return f"its matrix is {_brief(matrix)}"
+    expression = "a matrix value is an expression"
+    too_many = f"its matrix has more than {MAX_MATRIX_JOBS} combinations"
     budget = [100_000]
     flat: list[dict[str, Value]] = [{}]
     include: list[Any] = []
     exclude: list[Any] = []
     try:
         for key, raw in matrix.items():
+            if key in ("include", "exclude") and not isinstance(raw, list | None):
+                return f"its matrix {key} is {_brief(raw)}"
             if key == "include":
-                include = raw if isinstance(raw, list) else []
-                if not isinstance(raw, list | None):
-                    return None
+                include = raw or []
             elif key == "exclude":
-                exclude = raw if isinstance(raw, list) else []
-                if not isinstance(raw, list | None):
-                    return None
+                exclude = raw or []
             elif isinstance(key, str) and isinstance(raw, list):
                 values = [from_data(item, budget) for item in raw]
                 if any(isinstance(v, str) and "${{" in v for v in values):
-                    return None
+                    return expression
                 if len(flat) * len(values) > MAX_MATRIX_PRODUCT:
-                    return None
+                    return too_many
                 flat = [{**combo, key: value} for combo in flat for value in values]
             else:
-                return None
+                return f"its matrix {key} is {_brief(raw)}"
         excludes = [from_data(e, budget) for e in exclude]
         includes = [from_data(e, budget) for e in include]
-    except Unresolvable:
-        return None
+    except Unresolvable as exc:
+        return f"its matrix is not understood ({exc.reason})"
     if any(isinstance(v, str) and "${{" in v for e in includes for v in _leaves(e)):
-        return None
+        return expression
     for entry in excludes:
         if isinstance(entry, dict) and entry:
             flat = [c for c in flat if not all(k in c and _same(c[k], v) for k, v in entry.items())]
@@ -466,7 +465,7 @@ def _expand_matrix(strategy: object) -> list[_Combination] | None:
     combinations += [
         _Combination(e, tuple(t for v in e.values() for t in _leaves(v))) for e in extra
     ]
-    return combinations if len(combinations) <= MAX_MATRIX_JOBS else None
+    return combinations if len(combinations) <= MAX_MATRIX_JOBS else too_many
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,6 +486,8 @@ class _Candidate:
     names: tuple[str, ...] = ()
     #: For a job whose matrix is unknown: ``"<name> ("``; any suffix after it matches.
     name_prefix: str | None = None
+    #: Why the matrix is unknown, for the notes.
+    matrix_note: str | None = None
 
     def matches(self, wanted: str) -> bool:
         if any(_name_matches(name, wanted) for name in self.names):
@@ -561,7 +562,7 @@ def _candidates(
             if not isinstance(job.get("steps"), list):
                 continue  # a called workflow (``uses:``) or a malformed job
             combos = _expand_matrix(job.get("strategy"))
-            if combos is None:
+            if isinstance(combos, str):
                 name = job.get("name")
                 literal = not (isinstance(name, str) and "${{" in name)
                 base = _scalar_text(name) if name is not None and literal else job_id
@@ -573,6 +574,7 @@ def _candidates(
                         job,
                         None,
                         name_prefix=f"{base or job_id} (" if literal else None,
+                        matrix_note=f"the matrix combination is not known: {combos}",
                     )
                 )
                 continue
@@ -612,6 +614,13 @@ def _display_names(
 # Matching a failing command against a run: script
 
 
+def _normalise(script: str) -> str:
+    """Blank lines dropped, each line stripped and its runs of blanks made one space: how a
+    ``run:`` script and a log's command are compared (``bot.workflows`` compares the same way,
+    without the last step, for its trust decision)."""
+    return "\n".join(" ".join(line.split()) for line in script.splitlines() if line.strip())
+
+
 def _match(parts: list[str | Hole], wanted: str) -> list[str] | None:
     """The values of the ``Hole``s when the script matches the (normalised) command, else None.
 
@@ -623,7 +632,7 @@ def _match(parts: list[str | Hole], wanted: str) -> list[str] | None:
     if any("\x00" in p for p in parts if isinstance(p, str)):
         return None
     joined = "".join(p if isinstance(p, str) else f"\x00{i}\x00" for i, p in enumerate(parts))
-    pieces = re.split(r"\x00\d+\x00", normalise_script(joined))
+    pieces = re.split(r"\x00\d+\x00", _normalise(joined))
     if not holes:
         return [] if pieces[0] == wanted else None
     if len(pieces) != len(holes) + 1:
@@ -1071,7 +1080,7 @@ class _JobReader:
             and step_name in _step_names(raw) | {s.spec.display_name, s.spec.display_name[4:]}
         }
         if command:
-            wanted = normalise_script(command)
+            wanted = _normalise(command)
             for rank in (0, 1):
                 matches: list[_FailingMatch] = []
                 for step in steps:
@@ -1095,6 +1104,8 @@ class _JobReader:
 
     def build(self, match: _FailingMatch | None, name: str) -> WorkflowJob:
         notes = _Notes()
+        if self.candidate.matrix_note:
+            notes.add(self.candidate.matrix_note)
         notes.extend(self.notes)
         if self.runner_os not in (None, "Linux"):
             notes.add(f"the job runs on {self.runner_os}; Shepherd's sandbox is Linux")
@@ -1197,7 +1208,13 @@ def _parse_port(text: str) -> PortMapping | None:
 
 
 def _brief(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    """A short description of a value for a note; never ``repr`` of hostile structures (a deeply
+    nested list would exhaust the recursion limit)."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    text = value if isinstance(value, str) else (_scalar_text(value) or type(value).__name__)
     text = " ".join(text.split())
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -1276,7 +1293,7 @@ def find_job(
     if not pool:
         if command is None:
             return None
-        pool = [c for c in candidates if _job_could_match(c.job, normalise_script(command))]
+        pool = [c for c in candidates if _job_could_match(c.job, _normalise(command))]
 
     scored: list[tuple[_JobReader, _FailingMatch]] = []
     for candidate in pool:
@@ -1300,13 +1317,16 @@ def find_job(
 
     # Several combinations of one job run this command: the combination is not known.
     first = scored[0][0].candidate
-    unknown = replace(first, matrix=None, index=0, total=1)
+    unknown = replace(
+        first,
+        matrix=None,
+        index=0,
+        total=1,
+        matrix_note=f"the matrix combination is not known: {len(scored)} combinations of job "
+        f"{first.job_id!r} run the failing command",
+    )
     reader = _JobReader(unknown, github_context)
     name = job_name if by_name and job_name else first.template_name
-    notes.add(
-        f"{len(scored)} matrix combinations of job {first.job_id!r} fit; which one failed is not "
-        "known, so matrix values are unresolved"
-    )
     return _finish(reader, reader.find_failing(command, step_name), name, notes)
 
 
