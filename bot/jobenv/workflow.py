@@ -498,8 +498,9 @@ class _Candidate:
 
     @property
     def template_name(self) -> str:
+        """``name:`` when it is literal, else the job id (never raw ``${{ }}`` text)."""
         name = self.job.get("name")
-        return name if isinstance(name, str) and name else self.job_id
+        return name if isinstance(name, str) and name and "${{" not in name else self.job_id
 
 
 def _name_matches(display: str, wanted: str) -> bool:
@@ -1118,7 +1119,9 @@ class _JobReader:
             for step in steps[: match.index]:
                 if step.spec.skip_reason is None:
                     notes.extend(step.notes)  # a skipped step's secrets are not used
-                else:
+                elif step.if_value is not False:
+                    # A step whose if: is false here was skipped in CI as well: no divergence to
+                    # report (its skip_reason still says why).
                     notes.add(f"step {step.spec.display_name!r} skipped: {step.spec.skip_reason}")
                 setup.append(step.spec)
             failing = self._failing(steps[match.index], match, notes)
