@@ -337,7 +337,21 @@ def test_a_called_workflows_job_is_found_after_the_callers_name() -> None:
     found = find_job(files, job_name="call / unit", failing_command="make test")
     assert found is not None
     assert (found.workflow, found.job_id) == (".github/workflows/reusable.yml", "unit")
-    assert any("called workflow" in note for note in found.notes)
+    assert "job 'call / unit' is 'unit' of the workflow its caller 'call' calls" in found.notes
+    assert find_job(files, job_name="other / unit") is None
+
+
+def test_a_name_prefixed_with_the_workflows_name_is_found_in_that_workflow() -> None:
+    files = {
+        CI: MATRIX,
+        ".github/workflows/other.yml": "name: Other\njobs:\n  lint:\n    steps: [{run: make}]\n",
+    }
+    found = find_job(files, job_name="Tests / Lint on py3.12")
+    assert found is not None
+    assert (found.workflow, found.matrix) == (CI, {"python": "3.12"})
+    assert not any("calls" in note for note in found.notes)
+    assert find_job(files, job_name="Nope / Lint on py3.12") is None
+    assert find_job(files, job_name="Tests / lint") is None  # not another workflow's lint
 
 
 # ---------------------------------------------------------------------------------------------

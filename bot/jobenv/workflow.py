@@ -17,7 +17,8 @@ of GitHub's service as reproduced by ChristopherHX/runner.server's ``StrategyUti
 is missing, unknown or ambiguous, the job (and combination) is the one with a ``run:`` step whose
 script is the failing command (lines stripped, blank lines dropped; an expression that cannot be
 evaluated matches anything, as in ``bot.workflows``). A called workflow's job is named
-``<caller> / <job>``; the part after `` / `` is tried when the whole name matches nothing.
+``<caller> / <job>`` (looked up in the local workflow the caller job ``uses:``), and some pages
+prefix the workflow's ``name:`` the same way; both are tried when the whole name matches nothing.
 
 What is resolved. ``env`` at workflow, job and step level (later wins), ``defaults.run``
 (``shell``, ``working-directory``) at workflow and job level under a step's own, ``services:``,
@@ -1274,7 +1275,8 @@ def find_job(
     """
     notes = _Notes()
     github_context = _github_context(github or {})
-    candidates = _candidates(_load(files), github_context, notes)
+    workflows = _load(files)
+    candidates = _candidates(workflows, github_context, notes)
     command = failing_command if failing_command and failing_command.strip() else None
     step_name = (
         failing_step_name.strip() if failing_step_name and failing_step_name.strip() else None
@@ -1284,10 +1286,7 @@ def find_job(
     if job_name:
         pool = [c for c in candidates if c.matches(job_name)]
         if not pool and " / " in job_name:
-            inner = job_name.split(" / ", 1)[1]
-            pool = [c for c in candidates if c.matches(inner)]
-            if pool:
-                notes.add(f"job {job_name!r} is read as {inner!r}, a job of a called workflow")
+            pool = _prefixed(workflows, candidates, job_name, notes)
     by_name = bool(pool)
     if len(pool) == 1:
         reader = _JobReader(pool[0], github_context)
@@ -1331,6 +1330,31 @@ def find_job(
     reader = _JobReader(unknown, github_context)
     name = job_name if by_name and job_name else first.template_name
     return _finish(reader, reader.find_failing(command, step_name), name, notes)
+
+
+def _prefixed(
+    workflows: list[tuple[str, dict[str, Any]]],
+    candidates: list[_Candidate],
+    job_name: str,
+    notes: _Notes,
+) -> list[_Candidate]:
+    """``<workflow name> / <job>`` (how some pages show a check), or ``<caller> / <job>``: a job
+    of the local workflow that the job named ``<caller>`` calls with ``uses: ./…``."""
+    prefix, inner = job_name.split(" / ", 1)
+    in_workflow = [c for c in candidates if c.document.get("name") == prefix and c.matches(inner)]
+    if in_workflow:
+        return in_workflow
+    called: set[str] = set()
+    for _, document in workflows:
+        for job_id, job in list(_mapping(document.get("jobs")).items())[:MAX_JOBS_PER_WORKFLOW]:
+            uses = job.get("uses") if isinstance(job, dict) else None
+            name = job.get("name", job_id) if isinstance(job, dict) else None
+            if isinstance(uses, str) and uses.startswith("./") and name == prefix:
+                called.add(uses[2:].split("@", 1)[0])
+    found = [c for c in candidates if c.path in called and c.matches(inner)]
+    if found:
+        notes.add(f"job {job_name!r} is {inner!r} of the workflow its caller {prefix!r} calls")
+    return found
 
 
 def _chosen_name(candidate: _Candidate, job_name: str | None) -> str:
