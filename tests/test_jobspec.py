@@ -409,6 +409,22 @@ def test_the_failing_step_can_be_found_by_its_name() -> None:
     assert [s.display_name for s in found.setup_steps] == ["Run actions/checkout@v4", "Install"]
 
 
+@pytest.mark.parametrize(
+    ("step_name", "index"),
+    [
+        ("Tests", 3),
+        ("Run pytest -q", 3),  # the log's title for the step
+        ("pytest -q", 3),
+        ("Run actions/checkout@v4", 0),
+        ("ests", None),
+        ("all", None),  # not "Install" without its first four letters
+    ],
+)
+def test_the_step_names_a_log_may_give(step_name: str, index: int | None) -> None:
+    found = job(MONOREPO, job_name="billing", failing_step_name=step_name)
+    assert (found.failing_step.index if found.failing_step else None) == index
+
+
 def test_a_failing_step_that_is_not_in_the_job_gives_no_setup_steps() -> None:
     found = job(MONOREPO, job_name="billing", failing_command="make nothing")
     assert found.failing_step is None

@@ -933,16 +933,16 @@ class _JobReader:
         notes = _Notes()
         if not isinstance(raw, dict):
             spec = WorkflowStep(
-                index,
-                None,
-                None,
-                None,
-                _frozen({}),
-                None,
-                None,
-                None,
-                _frozen(self.env),
-                "the step is not a mapping",
+                index=index,
+                id=None,
+                name=None,
+                uses=None,
+                with_=_frozen({}),
+                run=None,
+                shell=None,
+                working_directory=None,
+                env=_frozen(self.env),
+                skip_reason="the step is not a mapping",
             )
             return _Step(spec, None, None, None, spec.skip_reason, None, notes)
         contexts = self._contexts(self.env)
@@ -1079,7 +1079,8 @@ class _JobReader:
             for s, raw in zip(steps, self.job.get("steps") or [], strict=False)
             if step_name
             and isinstance(raw, dict)
-            and step_name in _step_names(raw) | {s.spec.display_name, s.spec.display_name[4:]}
+            and step_name
+            in _step_names(raw) | {s.spec.display_name, s.spec.display_name.removeprefix("Run ")}
         }
         if command:
             wanted = _normalise(command)
