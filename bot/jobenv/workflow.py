@@ -11,12 +11,14 @@ Finding the job. A job's display name is what a log, a check run and ``workflow_
 ``name:`` (or the job id) followed, for a matrix job, by `` (v1, v2, …)``: the combination's values
 in the order of the matrix keys, with values added by ``include:`` only when the include entry made
 a combination of its own, and object values flattened to their leaves. A ``name:`` that contains
-``${{ }}`` is evaluated instead and gets no suffix. GitHub cuts names at 100 characters, ending them
-with ``...``. (Sources: docs.github.com "Running variations of jobs in a workflow"; the behaviour
-of GitHub's service as reproduced by ChristopherHX/runner.server's ``StrategyUtils``.) When the name
-is missing, unknown or ambiguous, the job (and combination) is the one with a ``run:`` step whose
-script is the failing command (lines stripped, blank lines dropped; an expression that cannot be
-evaluated matches anything, as in ``bot.workflows``). A called workflow's job is named
+``${{ }}`` is evaluated instead and gets no suffix. Names longer than 100 characters are cut and
+end in ``...``, as seen on real check runs; an empty matrix value is kept in the suffix as GitHub
+shows it, and also accepted dropped. (Sources: docs.github.com "Running variations of jobs in a
+workflow"; GitHub's behaviour as reproduced by ChristopherHX/runner.server's ``StrategyUtils``.)
+When the name is missing, unknown or ambiguous, the job (and combination) is the one with a
+``run:`` step whose script is the failing command (blank lines dropped, each line stripped and
+its runs of blanks made one; an expression that cannot be evaluated matches anything, as in
+``bot.workflows``). A called workflow's job is named
 ``<caller> / <job>`` (looked up in the local workflow the caller job ``uses:``), and some pages
 prefix the workflow's ``name:`` the same way; both are tried when the whole name matches nothing.
 
