@@ -1,0 +1,1 @@
+"""Job environments: reproduce the CI job (workflow, toolchains, dependencies, services) before verifying a fix."""
