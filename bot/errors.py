@@ -89,3 +89,18 @@ class UnsafeWorktree(ShepherdError):
             "Shepherd stopped this repair without reading the tree again"
         )
         self.paths = list(paths)
+
+
+class ServiceError(ShepherdError):
+    """A job's service (postgres, redis, mysql/mariadb) could not be started or set up."""
+
+
+class ServiceUnavailable(ServiceError):
+    """A workflow service this host cannot provide: the job hands off instead of passing silently."""
+
+    def __init__(self, name: str, image: str, reason: str = "") -> None:
+        message = f"service {name} (image {image}) cannot be provided here"
+        super().__init__(f"{message}: {reason}" if reason else message)
+        self.name = name
+        self.image = image
+        self.reason = reason
