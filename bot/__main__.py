@@ -149,6 +149,7 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.jobenv.environment import EnvironmentsFactory
     from bot.llm import make_agent
     from bot.sandbox import make_runner
     from bot.tools import bundled_tool_dirs
@@ -162,7 +163,13 @@ def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
     agent, why_not = (None, "disabled with --no-agent") if args.no_agent else make_agent(settings)
     result = asyncio.run(
         fix_repo(
-            args.repo, args.log, fixers=FIXERS, runner=runner, agent=agent, llm_skip_reason=why_not
+            args.repo,
+            args.log,
+            fixers=FIXERS,
+            runner=runner,
+            agent=agent,
+            llm_skip_reason=why_not,
+            environments=EnvironmentsFactory(settings.data_dir / "jobenv"),
         )
     )
     _print_result(result, args.json)

@@ -11,20 +11,26 @@ pushes, comments or decides policy; this module does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from bot.classify import Classification, classify
 from bot.episodes import BudgetState
 from bot.errors import FixerError, SandboxError, UnsafeWorktree
+from bot.jobenv.environment import JobEnvironmentError, JobEnvironments
+from bot.jobenv.reproduce import compare
+from bot.jobenv.workflow import WORKSPACE, WorkflowJob, find_job
 from bot.logs import DistilledLog
 from bot.problems import (
     Budget,
     Category,
+    EnvironmentRecord,
     FailureRecord,
     FixRecord,
     NextAction,
@@ -33,7 +39,7 @@ from bot.problems import (
 )
 from bot.repoconfig import RepoConfig
 from bot.sandbox import CommandResult, Runner
-from bot.workspace import Worktree
+from bot.workspace import Worktree, snapshot_tree, tracked_files
 from fixers.base import FixContext, Fixer, FixResult, RepoFiles
 
 log = logging.getLogger(__name__)
@@ -63,9 +69,15 @@ class Diagnosis:
     #: for commands the base branch's workflows run (bot.workflows); a local ``shepherd fix``
     #: trusts the log its user gave it.
     command_trusted: bool = True
+    #: The failing step's working directory as the base branch's workflow says (its own
+    #: ``working-directory`` or ``defaults.run``), relative to the root; None when no workflow
+    #: job matched, and the log's stands.
+    workdir: str | None = None
 
     @property
     def subdir(self) -> str:
+        if self.workdir is not None:
+            return _safe_subdir(self.workdir)
         return _safe_subdir(self.log.working_directory)
 
     def record(self) -> FailureRecord:
@@ -91,6 +103,77 @@ def _safe_subdir(working_directory: str | None) -> str:
     if path.is_absolute() or ".." in path.parts or "$" in working_directory:
         return ""
     return "" if str(path) == "." else str(path)
+
+
+def locate_jobs(
+    diagnoses: Sequence[Diagnosis], workflows: Mapping[str, str]
+) -> tuple[list[Diagnosis], dict[str, WorkflowJob]]:
+    """Find each failed job in the base branch's workflows (pure), and take the failing step's
+    working directory from there (``defaults.run`` does not show in a log). Returns the
+    diagnoses so updated and the jobs found, by diagnosis name."""
+    jobs: dict[str, WorkflowJob] = {}
+    located: list[Diagnosis] = []
+    for d in diagnoses:
+        job = find_job(
+            workflows,
+            job_name=d.name,
+            failing_command=d.log.command,
+            failing_step_name=d.log.step,
+        )
+        if job is not None and job.failing_step is not None:
+            jobs[d.name] = job
+            workdir = job.failing_step.working_directory
+            d = replace(d, workdir=workdir.replace(WORKSPACE, "").lstrip("/") if workdir else "")
+        located.append(d)
+    return located, jobs
+
+
+@dataclass
+class Prepared:
+    """The job environments of one repair, while they are open."""
+
+    contexts: dict[str, JobContext] = field(default_factory=dict)
+    #: Why a job could not be rebuilt (the repair then hands off), with how far it got.
+    failure: str | None = None
+    records: list[EnvironmentRecord] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def job_environments(
+    environments: JobEnvironments | None,
+    wt: Worktree,
+    jobs: Mapping[str, WorkflowJob],
+    *,
+    key: str,
+    name: str,
+) -> AsyncIterator[Prepared]:
+    """Rebuild each failed job (one environment per workflow job, shared by its failed steps)
+    and keep them, services running, while the repair runs."""
+    prepared = Prepared()
+    if environments is None or not jobs:
+        yield prepared
+        return
+    tracked = await asyncio.to_thread(tracked_files, wt)
+    async with contextlib.AsyncExitStack() as stack:
+        opened: dict[tuple[str, str], JobContext] = {}
+        for diagnosis, job in jobs.items():
+            which = (job.workflow, job.name)
+            if which not in opened:
+                try:
+                    environment = await stack.enter_async_context(
+                        environments.open(
+                            wt, job, key=f"{key}-{len(opened)}", name=name, tracked=tracked
+                        )
+                    )
+                except JobEnvironmentError as exc:
+                    prepared.failure = f"`{job.name}`: {exc}"
+                    if exc.record is not None:
+                        prepared.records.append(exc.record)
+                    break
+                opened[which] = JobContext(environments.runner(environment), environment.record)
+                prepared.records.append(environment.record)
+            prepared.contexts[diagnosis] = opened[which]
+        yield prepared
 
 
 def diagnose(
@@ -214,10 +297,35 @@ class TreeRepair:
     #: Set when PR code wrote git metadata into the tree: the repair stopped there, and nothing
     #: may read the tree again, let alone push it.
     unsafe: UnsafeWorktree | None = None
+    #: Set when a failing command did not fail in its job environment as in CI: nothing was
+    #: fixed, since nothing could be verified.
+    not_reproduced: str | None = None
+    #: Set when a failed job's environment could not be prepared (a setup step failed, a
+    #: service cannot be provided): nothing was run.
+    environment_failure: str | None = None
+    #: The tree before the repair (after the job environments' setup) and after the fixers and
+    #: the agent (before verification): the fix is the change between the two.
+    before_tree: str | None = None
+    fixed_tree: str | None = None
+    environments: list[EnvironmentRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where one failed job's commands run: its job environment's runner (or the plain
+    sandbox), and the record of that environment (None without one)."""
+
+    runner: Runner
+    environment: EnvironmentRecord | None = None
+
+
+def _command_argv(command: str) -> list[str]:
+    # GitHub's default shell on Linux: `bash -e {0}` (stop at the first failing line).
+    return ["bash", "-e", "-c", command]
 
 
 async def _verify_one(
-    d: Diagnosis, *, root: Path, runner: Runner, self_checks: list[bool]
+    d: Diagnosis, *, root: Path, runner: Runner, self_checks: list[bool], where: str
 ) -> tuple[bool, str]:
     command = d.log.command
     if not command or not d.command_trusted:
@@ -231,17 +339,17 @@ async def _verify_one(
     cwd = root / d.subdir
     try:
         result: CommandResult = await runner.run(
-            ["bash", "-c", command], cwd=cwd, writable=root, timeout=VERIFY_TIMEOUT
+            _command_argv(command), cwd=cwd, writable=root, timeout=VERIFY_TIMEOUT
         )
     except SandboxError as exc:
         return False, f"`{d.name}`: could not verify: {exc}"
     if result.ok:
-        return True, f"`{d.name}`: `{_short(command)}` passes in the sandbox"
+        return True, f"`{d.name}`: `{_short(command)}` passes {where}"
     if result.returncode == 127 or _CANNOT_RUN.search(result.output):
         ok = bool(self_checks) and all(self_checks)
         state = "passed" if ok else "failed"
         return ok, (
-            f"`{d.name}`: `{_short(command)}` cannot run in the sandbox (tool or network missing); "
+            f"`{d.name}`: `{_short(command)}` cannot run {where} (tool or network missing); "
             f"the fixer's own check {state}"
         )
     tail = "\n".join(result.output.strip().splitlines()[-5:])
@@ -262,14 +370,26 @@ async def repair_tree(
     runner: Runner,
     config: RepoConfig,
     agent: Fixer | None = None,
+    prepared: Prepared | None = None,
 ) -> TreeRepair:
-    """Apply the plan's fixers (then the agent) to ``wt`` and verify the failing commands.
+    """Reproduce each failure in its job environment, apply the plan's fixers (then the agent)
+    to ``wt`` and verify the failing commands there.
 
-    When PR code wrote git metadata into the tree (``UnsafeWorktree``, from the sandbox or a
-    snapshot), the repair stops at once and says so in ``unsafe``; it is never "verified"."""
+    ``prepared`` holds the failed jobs' environments (``job_environments``); a diagnosis
+    without one runs in ``runner`` (the plain sandbox). When PR code wrote git metadata into
+    the tree (``UnsafeWorktree``, from the sandbox or a snapshot), the repair stops at once and
+    says so in ``unsafe``; it is never "verified". Neither is a failure that did not reproduce,
+    nor one whose job could not be rebuilt."""
     repair = TreeRepair()
+    prepared = prepared or Prepared()
+    repair.environments = list(prepared.records)
+    if prepared.failure is not None:
+        repair.environment_failure = prepared.failure
+        repair.verification = f"The CI job could not be rebuilt: {prepared.failure}."
+        return repair
+    contexts = prepared.contexts
     try:
-        await _repair(wt, diagnoses, plan, repair, fixers, runner, config, agent)
+        await _repair(wt, diagnoses, plan, repair, fixers, runner, config, agent, contexts)
     except UnsafeWorktree as exc:
         log.warning("repair stopped: %s", exc)
         repair.unsafe = exc
@@ -288,16 +408,42 @@ async def _repair(
     runner: Runner,
     config: RepoConfig,
     agent: Fixer | None,
+    contexts: Mapping[str, JobContext],
 ) -> None:
     by_name = {f.name: f for f in fixers}
     root = wt.path
+
+    def context(d: Diagnosis) -> JobContext:
+        return contexts.get(d.name) or JobContext(runner)
+
+    repair.before_tree = await asyncio.to_thread(snapshot_tree, wt)
+    for d in diagnoses:
+        ctx_ = context(d)
+        if ctx_.environment is None or not d.command_trusted or not d.log.command:
+            continue
+        run = await ctx_.runner.run(
+            _command_argv(d.log.command), cwd=root / d.subdir, writable=root, timeout=VERIFY_TIMEOUT
+        )
+        ci_lines = list(d.classification.evidence) or list(d.log.error_lines)
+        found = compare(
+            ci_lines, exit_code=run.returncode, timed_out=run.timed_out, output=run.output
+        )
+        ctx_.environment.reproduced = found.reproduced
+        ctx_.environment.reproduction = found.detail
+        if not found.reproduced:
+            repair.not_reproduced = f"`{d.name}`: {found.detail}"
+            repair.verification = (
+                f"Not reproduced in the job environment: {repair.not_reproduced}. Nothing was "
+                "changed, since no fix could be verified."
+            )
+            return
     for name, subdir in plan.fixers:
         d = next(d for d in diagnoses if name in d.classification.fixers and d.subdir == subdir)
         ctx = FixContext(
             checkout=wt,
             subdir=subdir,
             log=d.log,
-            runner=runner,
+            runner=context(d).runner,
             protected_paths=config.autofix.protected_paths,
         )
         try:
@@ -314,7 +460,7 @@ async def _repair(
                 checkout=wt,
                 subdir=d.subdir,
                 log=d.log,
-                runner=runner,
+                runner=context(d).runner,
                 protected_paths=config.autofix.protected_paths,
             )
             repair.agent_result = await agent.apply(ctx)
@@ -324,13 +470,20 @@ async def _repair(
     if not repair.changed:
         repair.verification = "No fixer changed anything."
         return
+    repair.fixed_tree = await asyncio.to_thread(snapshot_tree, wt)
     lines: list[str] = []
     verified = True
     for d in diagnoses:
         checks = [r.self_check_passed for r in repair.results if r.fixer in d.classification.fixers]
         if d.classification.category is Category.AGENT and repair.agent_result is not None:
             checks = [repair.agent_result.self_check_passed]
-        ok, line = await _verify_one(d, root=root, runner=runner, self_checks=checks)
+        ok, line = await _verify_one(
+            d,
+            root=root,
+            runner=context(d).runner,
+            self_checks=checks,
+            where="in its job environment" if context(d).environment else "in the sandbox",
+        )
         verified = verified and ok
         lines.append(line)
     repair.verified = verified
@@ -357,6 +510,7 @@ def outcome_for(
     category = categories[0] if len(set(categories)) == 1 else None
     agent = repair.agent_result if repair else None
     common = {
+        "environment": list(repair.environments) if repair else [],
         "llm_usage": dict(agent.llm_usage) if agent else {},
         "failures": failures,
         "fixes": fixes,
@@ -376,6 +530,31 @@ def outcome_for(
             outcome=OutcomeKind.HANDOFF,
             owner_action_required=True,
             next_action=NextAction.REVIEW,
+            **common,
+        )
+    if repair is not None and repair.environment_failure is not None:
+        return Outcome(
+            title="The CI job could not be rebuilt: nothing verified",
+            detail=(
+                f"{repair.environment_failure}. Nothing was changed or pushed: without the job's "
+                "environment a fix could not be verified."
+            ),
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.FIX_LOCALLY,
+            **common,
+        )
+    if repair is not None and repair.not_reproduced is not None:
+        return Outcome(
+            title="Not reproduced: nothing verified",
+            detail=(
+                f"The failing command did not fail in the rebuilt CI job as it did in CI "
+                f"({repair.not_reproduced}). Nothing was changed or pushed: a fix could not be "
+                "verified here. The environment section says what was set up."
+            ),
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.FIX_LOCALLY,
             **common,
         )
     if plan.step is Step.NOTHING:

@@ -54,6 +54,7 @@ class JobDeps:
     @classmethod
     def build(cls, settings: Settings, store: Store, metrics: Metrics) -> JobDeps:
         """Build from settings. Called inside the running event loop (the worker's)."""
+        from bot.jobenv.environment import EnvironmentsFactory
         from bot.llm import AgentFactory
         from bot.sandbox import make_runner
         from bot.tools import bundled_tool_dirs
@@ -76,6 +77,7 @@ class JobDeps:
             agent_factory=AgentFactory(settings),
             settle_timeout=settings.settle_timeout_seconds,
             settle_poll=settings.settle_poll_seconds,
+            environments=EnvironmentsFactory(settings.data_dir / "jobenv"),
         )
         deps = cls(
             settings=settings, store=store, metrics=metrics, workspaces=workspaces, repair_env=env

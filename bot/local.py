@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,15 @@ from bot.blueprint import (
     Plan,
     Step,
     diagnose,
+    job_environments,
+    locate_jobs,
     outcome_for,
     plan_repair,
     repair_tree,
 )
 from bot.episodes import BudgetState
 from bot.errors import ConfigError, WorkspaceError
+from bot.jobenv.environment import EnvironmentsFactory
 from bot.logs import DistilledLog, distill
 from bot.problems import NextAction, Outcome, OutcomeKind
 from bot.repoconfig import RepoConfig, load_config
@@ -113,6 +117,18 @@ def _repo_config(repo_dir: Path, fixers: Sequence[Fixer]) -> RepoConfig:
     return result.config
 
 
+def read_workflows(root: Path) -> dict[str, str]:
+    """The checkout's own workflow files (``shepherd fix`` has no base branch to read)."""
+    directory = root / ".github" / "workflows"
+    files: dict[str, str] = {}
+    if not directory.is_dir():
+        return files
+    for path in sorted(directory.iterdir()):
+        if path.suffix in (".yml", ".yaml") and path.is_file() and not path.is_symlink():
+            files[f".github/workflows/{path.name}"] = path.read_text(errors="replace")[:512_000]
+    return files
+
+
 def _load_local(
     repo_dir: Path, log_path: Path, fixers: Sequence[Fixer], home: Path
 ) -> tuple[Worktree, RepoConfig, Diagnosis]:
@@ -137,8 +153,12 @@ async def fix_repo(
     runner: Runner,
     agent: Fixer | None,
     llm_skip_reason: str = "",
+    environments: EnvironmentsFactory | None = None,
 ) -> LocalResult:
-    """Run the repair ladder on ``repo_dir``; a verified fix is left in the working tree."""
+    """Run the repair ladder on ``repo_dir``; a verified fix is left in the working tree.
+
+    With ``environments``, the failed job is rebuilt from ``repo_dir``'s own
+    ``.github/workflows/`` (there is no base branch locally) to reproduce and verify in."""
     with tempfile.TemporaryDirectory(prefix="shepherd-home-") as home:
         return await _fix_repo(
             repo_dir,
@@ -148,6 +168,7 @@ async def fix_repo(
             runner=runner,
             agent=agent,
             llm_skip_reason=llm_skip_reason,
+            environments=environments,
         )
 
 
@@ -160,16 +181,34 @@ async def _fix_repo(
     runner: Runner,
     agent: Fixer | None,
     llm_skip_reason: str,
+    environments: EnvironmentsFactory | None,
 ) -> LocalResult:
     wt, config, d = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers, home)
+    workflows = await asyncio.to_thread(read_workflows, wt.path)
+    [d], jobs = locate_jobs([d], workflows)
     gate = LlmGate(agent is not None, llm_skip_reason or "no ANTHROPIC_API_KEY configured")
     plan = plan_repair([d], state=FRESH_EPISODE, config=config, is_agent_pr=True, llm=gate)
     budget = FRESH_EPISODE.budget()
     if plan.step is not Step.FIX:
         return LocalResult(outcome_for([d], plan, budget=budget), d.log, plan)
-    repair = await repair_tree(
-        wt, [d], plan, fixers=fixers, runner=runner, config=config, agent=agent
-    )
+    built = environments.for_runner(runner) if environments else None
+    try:
+        async with job_environments(
+            built, wt, jobs, key=f"local-{uuid.uuid4().hex[:12]}", name=wt.path.name
+        ) as prepared:
+            repair = await repair_tree(
+                wt,
+                [d],
+                plan,
+                fixers=fixers,
+                runner=runner,
+                config=config,
+                agent=agent,
+                prepared=prepared,
+            )
+    finally:
+        if built is not None:
+            await built.aclose()
     budget = FRESH_EPISODE.budget(llm_used_now=1 if repair.agent_result else 0)
     outcome = outcome_for([d], plan, budget=budget, repair=repair, pushed="working tree")
     if outcome.outcome is OutcomeKind.FIXED:

@@ -134,6 +134,56 @@ class FixRecord(BaseModel):
     detail: str = ""
 
 
+class StepRecord(BaseModel):
+    """One step of the CI job as the job environment handled it."""
+
+    name: str
+    #: replayed, failed, skipped (with the reason), toolchain (a setup action mapped to a host
+    #: toolchain) or covered (an action a replay does not need, like checkout).
+    status: str
+    detail: str = ""
+    seconds: float | None = None
+
+
+class EnvironmentRecord(BaseModel):
+    """How the failing CI job was rebuilt to reproduce the failure and verify the fix."""
+
+    #: ``<workflow path>: <job name>``; None when no job of the base branch's workflows matched.
+    job: str | None = None
+    working_directory: str = ""
+    toolchains: list[str] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+    #: ``hit`` (started from the warm pool), ``cold`` (set up now) or ``none`` (no setup).
+    cache: str = "none"
+    seconds_to_ready: float = 0.0
+    #: Whether the failing command failed here as it did in CI; None when it was not run.
+    reproduced: bool | None = None
+    #: ``failed as in CI``, or what differed (the first CI line that did not show up here).
+    reproduction: str = ""
+    notes: list[str] = Field(default_factory=list)
+
+    def summary_line(self) -> str:
+        """One line for the sticky comment."""
+        parts = [f"job `{self.job}`" if self.job else "no matching CI job"]
+        if self.toolchains:
+            parts.append(", ".join(self.toolchains))
+        replayed = sum(1 for s in self.steps if s.status == "replayed")
+        skipped = sum(1 for s in self.steps if s.status == "skipped")
+        if self.steps:
+            parts.append(f"{replayed} setup step(s) replayed, {skipped} skipped")
+        if self.services:
+            parts.append("services: " + ", ".join(self.services))
+        if self.cache != "none":
+            parts.append(
+                f"{'warm' if self.cache == 'hit' else 'cold'}, ready in "
+                f"{self.seconds_to_ready:.1f} s"
+            )
+        if self.reproduced is not None:
+            parts.append("reproduced" if self.reproduced else "not reproduced")
+        return " · ".join(parts)
+
+
 class Outcome(BaseModel):
     """An outcome record: RFC 9457 members plus Shepherd's machine-readable fields."""
 
@@ -154,6 +204,8 @@ class Outcome(BaseModel):
     patch: str | None = None
     #: LLM tokens spent by this action: input, output, cache_read, cache_write.
     llm_usage: dict[str, int] = Field(default_factory=dict)
+    #: The rebuilt CI job of each failed job that was set up (empty when none was).
+    environment: list[EnvironmentRecord] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

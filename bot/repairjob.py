@@ -23,6 +23,8 @@ from bot.blueprint import (
     Step,
     TreeRepair,
     diagnose,
+    job_environments,
+    locate_jobs,
     outcome_for,
     plan_repair,
     repair_tree,
@@ -31,6 +33,8 @@ from bot.classify import file_locations
 from bot.episodes import BudgetState, EventKind, budget_state, last_event, pending_push
 from bot.errors import GitHubError, PushRejected, SandboxUnavailable
 from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
+from bot.jobenv.environment import EnvironmentsFactory
+from bot.jobenv.workflow import WorkflowJob
 from bot.logs import distill
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
@@ -46,9 +50,9 @@ from bot.workspace import (
     FileChange,
     Workspaces,
     Worktree,
-    diff,
-    file_changes,
+    changes_between,
     read_tree_files,
+    tree_diff,
     tree_of,
     with_trailers,
 )
@@ -149,6 +153,8 @@ class RepairEnv:
     agent_factory: AgentBuilder
     settle_timeout: float = 600.0
     settle_poll: float = 15.0
+    #: Rebuilds failed CI jobs to reproduce and verify in; None verifies in the plain sandbox.
+    environments: EnvironmentsFactory | None = None
 
     @property
     def known_fixers(self) -> list[str]:
@@ -371,12 +377,15 @@ async def run_repair(
         fetch_ref=f"refs/pull/{pr}/head",
     ) as wt:
         diagnoses = [await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt) for r in failed]
-        # Only commands the maintainers' workflows run (at the base SHA) are ever executed.
-        workflows = workflow_commands(await read_tree_files(wt, base_sha, ".github/workflows"))
+        # Only commands the maintainers' workflows run (at the base SHA) are ever executed,
+        # and each failed job is rebuilt from those workflows, never from the PR's.
+        workflow_files = await read_tree_files(wt, base_sha, ".github/workflows")
+        workflows = workflow_commands(workflow_files)
         diagnoses = [
             replace(d, command_trusted=is_workflow_command(d.log.command, workflows))
             for d in diagnoses
         ]
+        diagnoses, jobs = locate_jobs(diagnoses, workflow_files)
         if gate.allowed and any(
             d.classification.category is Category.AGENT and not d.command_trusted for d in diagnoses
         ):
@@ -414,6 +423,7 @@ async def run_repair(
             env=env,
             agent=agent,
             record=record,
+            jobs=jobs,
         )
     await _report(
         reporter,
@@ -459,6 +469,7 @@ async def _execute(
     env: RepairEnv,
     agent: Fixer | None,
     record: Any,
+    jobs: Mapping[str, WorkflowJob],
 ) -> Outcome:
     if plan.step is Step.RERUN:
         run_ids = sorted(
@@ -489,24 +500,38 @@ async def _execute(
         )
     if plan.use_agent:
         await record(EventKind.LLM_ATTEMPT, sha=req.sha)
-    repair = await repair_tree(
-        wt,
-        diagnoses,
-        plan,
-        fixers=env.fixers,
-        runner=runner,
-        config=config,
-        agent=agent if plan.use_agent else None,
-    )
+    environments = env.environments.for_runner(runner) if env.environments else None
+    try:
+        async with job_environments(
+            environments, wt, jobs, key=f"job-{req.job_id}", name=req.repo
+        ) as prepared:
+            repair = await repair_tree(
+                wt,
+                diagnoses,
+                plan,
+                fixers=env.fixers,
+                runner=runner,
+                config=config,
+                agent=agent if plan.use_agent else None,
+                prepared=prepared,
+            )
+    finally:
+        if environments is not None:
+            await environments.aclose()
     budget = state.budget(llm_used_now=1 if repair.agent_result else 0)
     if repair.unsafe is not None:
         # PR code wrote git metadata: the tree is not read again (no diff, no patch, no push).
         return outcome_for(diagnoses, plan, budget=budget, repair=repair)
-    patch = await diff(wt, req.sha) if repair.changed else None
-    if not (repair.changed and repair.verified):
+    # The fix is what the fixers and the agent changed: not what setup steps or the
+    # verification left in the tree.
+    before, fixed = repair.before_tree, repair.fixed_tree
+    patch = None
+    if repair.changed and before and fixed:
+        patch = await asyncio.to_thread(tree_diff, wt, before, fixed)
+    if not (repair.changed and repair.verified) or not (before and fixed):
         return outcome_for(diagnoses, plan, budget=budget, repair=repair, patch=patch)
 
-    changes = await file_changes(wt, req.sha)
+    changes = await asyncio.to_thread(changes_between, wt, before, fixed)
     message = _commit_message(config, req, plan, repair, app_slug=env.app_slug)
     head_repo = (pull["head"].get("repo") or {}).get("full_name")
     if head_repo != req.full_name:

@@ -18,8 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +41,41 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a job environment (``bot.jobenv``) puts things inside the sandbox.
+
+    Without a layout a command sees the worktree at its own path and Shepherd's virtualenv on
+    ``PATH``. With one it sees what the CI job saw: the worktree at ``tree`` (a fixed path, so
+    what setup steps installed keeps working from one job to the next), ``home`` as ``HOME``, the
+    job's toolchains first on ``PATH``, the job's ``env``, and whatever ``wrap`` starts first
+    (the forwarders to the job's services and, for setup steps, to the registry proxy). The
+    network namespace is always the sandbox's own.
+    """
+
+    tree: str
+    home: Path
+    home_at: str
+    #: Extra read-write binds (host path, path inside): what setup steps put into the tree.
+    binds: tuple[tuple[Path, str], ...] = ()
+    #: Read-only binds: the job's toolchains.
+    ro_binds: tuple[tuple[Path, str], ...] = ()
+    #: The job's environment, from the base branch's workflow (secrets already empty), so it is
+    #: passed as is: a ``DATABASE_URL`` for the job's own service is not Shepherd's secret.
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Directories put before the system's on ``PATH``.
+    path: tuple[str, ...] = ()
+    #: More bubblewrap arguments (the services' sockets and hosts file).
+    extra_args: tuple[str, ...] = ()
+    #: Turns the command's argv into the one to run (starting forwarders first).
+    wrap: Callable[[Sequence[str]], list[str]] | None = None
+
+    def inside(self, writable: Path, path: Path) -> str:
+        """Where ``path`` (inside the worktree ``writable``) appears in the sandbox."""
+        relative = path.relative_to(writable)
+        return self.tree if str(relative) == "." else f"{self.tree}/{relative}"
 
 
 class Runner(Protocol):
@@ -103,16 +138,25 @@ def is_secret_name(name: str) -> bool:
 
 
 def scrubbed_env(
-    env: Mapping[str, str] | None, *, network: bool, host_env: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None,
+    *,
+    network: bool,
+    host_env: Mapping[str, str] | None = None,
+    layout: Layout | None = None,
 ) -> dict[str, str]:
     """The whole environment a sandboxed command sees: a fixed base plus the allowed extras.
 
-    Names that look secret are dropped (and logged), whoever passed them.
+    Names that look secret are dropped (and logged), whoever passed them; a layout's job
+    environment comes from the workflow and is kept as written (see ``Layout.env``).
     """
-    venv_bin = str(Path(sys.executable).parent)
-    # HOME is the sandbox's private tmpfs, so tool caches vanish with the command.
-    home = "/tmp"  # noqa: S108
-    result = {"PATH": f"{venv_bin}:{_SYSTEM_PATH}", "HOME": home, "LANG": "C.UTF-8"}
+    if layout is None:
+        venv_bin = str(Path(sys.executable).parent)
+        # HOME is the sandbox's private tmpfs, so tool caches vanish with the command.
+        home = "/tmp"  # noqa: S108
+        result = {"PATH": f"{venv_bin}:{_SYSTEM_PATH}", "HOME": home, "LANG": "C.UTF-8"}
+    else:
+        path = ":".join([*layout.path, _SYSTEM_PATH])
+        result = {"PATH": path, "HOME": layout.home_at, "LANG": "C.UTF-8", **layout.env}
     if network:
         source = os.environ if host_env is None else host_env
         result.update({name: source[name] for name in _TLS_ENV if name in source})
@@ -284,11 +328,12 @@ class BubblewrapSandbox:
         env: Mapping[str, str],
         network: bool,
         metadata: MetadataMark | None = None,
+        layout: Layout | None = None,
     ) -> list[str]:
         """The full bwrap command line (exposed for inspection and tests); ``metadata`` is the
         git metadata found in ``writable``, bound read-only."""
         args = [self.bwrap, "--unshare-all"]
-        if network:
+        if network and layout is None:
             args.append("--share-net")
         args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         for system_dir in _SYSTEM_DIRS:
@@ -310,16 +355,28 @@ class BubblewrapSandbox:
         for path in read_only:
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
-        args += ["--bind", str(writable), str(writable)]
+        tree = str(writable)
+        if layout is not None:
+            tree = layout.tree
+            args += ["--bind", str(layout.home), layout.home_at]
+        args += ["--bind", str(writable), tree]
         for relative, (kind, *_) in sorted((metadata or {}).items()):
             if kind in ("file", "dir", "gitdir"):
                 # Git metadata is read-only inside (the worktree's `.git` pointer file, a
                 # checkout's `.git` directory, a submodule's): PR code can neither point it at
                 # a git directory of its own nor edit the config, hooks or index that
                 # Shepherd's git reads. Being a mount point, it cannot be renamed or deleted.
-                target = str(writable / relative)
-                args += ["--ro-bind", target, target]
-        args += ["--chdir", str(cwd), "--clearenv"]
+                args += ["--ro-bind", str(writable / relative), f"{tree}/{relative}"]
+        chdir = str(cwd)
+        if layout is not None:
+            for host, inside in layout.binds:
+                args += ["--bind", str(host), inside]
+            for host, inside in layout.ro_binds:
+                args += ["--ro-bind", str(host), inside]
+            args += list(layout.extra_args)
+            chdir = layout.inside(writable, cwd)
+            argv = layout.wrap(argv) if layout.wrap else list(argv)
+        args += ["--chdir", chdir, "--clearenv"]
         for name, value in env.items():
             args += ["--setenv", name, value]
         args += ["--", *argv]
@@ -334,12 +391,19 @@ class BubblewrapSandbox:
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         network: bool = False,
+        layout: Layout | None = None,
     ) -> CommandResult:
         writable, cwd = _confine(writable, cwd)
-        full_env = scrubbed_env(env, network=network)
+        full_env = scrubbed_env(env, network=network, layout=layout)
         mark = await asyncio.to_thread(mark_metadata, writable)
         command = self.bwrap_argv(
-            argv, cwd=cwd, writable=writable, env=full_env, network=network, metadata=mark
+            argv,
+            cwd=cwd,
+            writable=writable,
+            env=full_env,
+            network=network,
+            metadata=mark,
+            layout=layout,
         )
         result = await run_limited(
             command,

@@ -139,6 +139,8 @@ def render_outcome_markdown(outcome: Outcome) -> str:
         lines.append("")
     if outcome.verification:
         lines += [f"Verification: {outcome.verification}", ""]
+    for environment in outcome.environment:
+        lines += [f"Environment: {_escape_inline(environment.summary_line(), 400)}", ""]
     lines.append(f"Budget: {outcome.budget.describe()}")
     if outcome.commit:
         lines.append(f"Commit: {outcome.commit}")

@@ -926,9 +926,10 @@ async def changed_files(wt: Worktree) -> list[str]:
     return sorted(await asyncio.to_thread(changed_paths, wt, base, tree))
 
 
-def _file_changes_sync(wt: Worktree, base: str) -> list[FileChange]:
-    tree = snapshot_tree(wt)
-    out = run_git_sync(wt.objects, ["diff-tree", "-r", "-z", "--no-renames", base, tree]).stdout
+def changes_between(wt: Worktree, before: str, after: str) -> list[FileChange]:
+    """Every path that differs between two trees (or commits), with its mode and content in
+    ``after`` (None for deletions), sorted by path. Blocking: call it from a thread."""
+    out = run_git_sync(wt.objects, ["diff-tree", "-r", "-z", "--no-renames", before, after]).stdout
     fields = out.split(b"\0")
     entries: list[tuple[str, str, str, str]] = []  # path, old mode, new mode, new blob
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
@@ -952,7 +953,9 @@ def _file_changes_sync(wt: Worktree, base: str) -> list[FileChange]:
 async def file_changes(wt: Worktree, base_sha: str) -> list[FileChange]:
     """Every path that differs between ``base_sha`` and the worktree's current files, with its
     new mode and content (None for deletions), sorted by path."""
-    return await asyncio.to_thread(_file_changes_sync, wt, validate_sha(base_sha))
+    base = validate_sha(base_sha)
+    tree = await asyncio.to_thread(snapshot_tree, wt)
+    return await asyncio.to_thread(changes_between, wt, base, tree)
 
 
 def _check_identity(name: str, email: str) -> None:

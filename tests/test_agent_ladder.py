@@ -98,7 +98,7 @@ async def test_shepherd_fix_cli_runs_the_llm_rung(
         stderr=subprocess.PIPE,
     )
     out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == 0, (err + out).decode()
     data = json.loads(out)
     assert data["outcome"] == "fixed"
     assert data["budget"]["llm_attempts_used"] == 1

@@ -187,7 +187,7 @@ async def test_hostile_log_and_branch_name_are_data_not_commands(world: World) -
     await world.drain()
 
     assert not any("pwned" in command for command in recorder.commands)
-    assert "bash -c ruff check ." in recorder.commands  # the base workflow's own command
+    assert "bash -e -c ruff check ." in recorder.commands  # the base workflow's own command
     new_head = world.branch_sha(branch)
     assert git(world.bare, "rev-parse", f"{new_head}^") == head
     assert "pwned" not in git(world.bare, "show", "--stat", new_head)

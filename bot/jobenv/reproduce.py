@@ -1,0 +1,61 @@
+"""Did the failing command fail here as it did in CI? (pure)
+
+Before any fix, the failing command runs in the job environment. It must fail, and fail the
+same way: at least one of the lines the diagnosis rests on (its evidence, else the log's error
+lines) must show up in the output here. Numbers are ignored in the comparison (durations,
+counts of seconds, addresses) and so are colours and runs of blanks. A failure that did not
+reproduce is never reported as verified: the job environment differs from CI in a way that
+matters, and the summary shows the first CI line that did not appear here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.logs import clean_line
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SPACE = re.compile(r"\s+")
+#: What the distiller adds to a line: a repeat count, a cut marker.
+_DECORATION = re.compile(r"\s*\(×\d+\)$|…\[\+\d+ chars\]$")
+_SHOWN = 200
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    reproduced: bool
+    #: ``failed as in CI``, or what differed.
+    detail: str
+
+
+def _norm(line: str) -> str:
+    line = _DECORATION.sub("", clean_line(line))
+    return _SPACE.sub(" ", _NUMBER.sub("N", line)).strip()
+
+
+def compare(
+    ci_lines: Sequence[str], *, exit_code: int, timed_out: bool, output: str
+) -> Reproduction:
+    """Compare a run here (its exit code and output) with the CI lines the diagnosis rests on."""
+    if timed_out:
+        return Reproduction(False, "timed out here before it could fail as in CI")
+    if exit_code == 0:
+        first = next((line for line in ci_lines if line.strip()), None)
+        shown = f": CI printed `{clean_line(first)[:_SHOWN]}`" if first else ""
+        return Reproduction(False, f"passed here (exit 0){shown}")
+    wanted = [(line, _norm(line)) for line in ci_lines if _norm(line)]
+    if not wanted:
+        return Reproduction(True, f"failed as in CI (exit {exit_code})")
+    here = "\n".join(_norm(line) for line in output.splitlines())
+    if any(norm in here for _, norm in wanted):
+        return Reproduction(True, f"failed as in CI (exit {exit_code})")
+    last = next(
+        (clean_line(line) for line in reversed(output.strip().splitlines()) if line.strip()), ""
+    )
+    return Reproduction(
+        False,
+        f"failed differently (exit {exit_code}): CI printed `{clean_line(wanted[0][0])[:_SHOWN]}`"
+        + (f", here the last line was `{last[:_SHOWN]}`" if last else ""),
+    )
