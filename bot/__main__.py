@@ -169,7 +169,7 @@ def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
             runner=runner,
             agent=agent,
             llm_skip_reason=why_not,
-            environments=EnvironmentsFactory(settings.data_dir / "jobenv"),
+            environments=EnvironmentsFactory.from_settings(settings),
         )
     )
     _print_result(result, args.json)

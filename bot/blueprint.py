@@ -136,6 +136,8 @@ class Prepared:
     #: Why a job could not be rebuilt (the repair then hands off), with how far it got.
     failure: str | None = None
     records: list[EnvironmentRecord] = field(default_factory=list)
+    #: Set when a setup step (PR code) wrote git metadata: the repair stops as in the tree.
+    unsafe: UnsafeWorktree | None = None
 
 
 @contextlib.asynccontextmanager
@@ -169,6 +171,9 @@ async def job_environments(
                     prepared.failure = f"`{job.name}`: {exc}"
                     if exc.record is not None:
                         prepared.records.append(exc.record)
+                    break
+                except UnsafeWorktree as exc:
+                    prepared.unsafe = exc
                     break
                 opened[which] = JobContext(environments.runner(environment), environment.record)
                 prepared.records.append(environment.record)
@@ -383,6 +388,10 @@ async def repair_tree(
     repair = TreeRepair()
     prepared = prepared or Prepared()
     repair.environments = list(prepared.records)
+    if prepared.unsafe is not None:
+        repair.unsafe = prepared.unsafe
+        repair.verification = f"Stopped: {prepared.unsafe}."
+        return repair
     if prepared.failure is not None:
         repair.environment_failure = prepared.failure
         repair.verification = f"The CI job could not be rebuilt: {prepared.failure}."

@@ -77,7 +77,7 @@ class JobDeps:
             agent_factory=AgentFactory(settings),
             settle_timeout=settings.settle_timeout_seconds,
             settle_poll=settings.settle_poll_seconds,
-            environments=EnvironmentsFactory(settings.data_dir / "jobenv"),
+            environments=EnvironmentsFactory.from_settings(settings),
         )
         deps = cls(
             settings=settings, store=store, metrics=metrics, workspaces=workspaces, repair_env=env

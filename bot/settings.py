@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     #: https://docs.github.com/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks
     retention_days: int = Field(30, ge=0, validation_alias=_env("SHEPHERD_RETENTION_DAYS"))
     allow_unsandboxed: bool = Field(False, validation_alias=_env("SHEPHERD_ALLOW_UNSANDBOXED"))
+    #: The warm pool of prepared job environments (default ``<data dir>/jobenv/pool``) and its
+    #: size limit; the least recently used environments go first.
+    jobenv_pool_dir: Path | None = Field(None, validation_alias=_env("SHEPHERD_JOBENV_POOL"))
+    jobenv_pool_bytes: int = Field(
+        5 * 1024**3, ge=0, validation_alias=_env("SHEPHERD_JOBENV_POOL_BYTES")
+    )
+    #: Host names setup steps may download from (comma-separated; ``+host`` adds to the default
+    #: list of package registries).
+    setup_registries: str | None = Field(None, validation_alias=_env("SHEPHERD_SETUP_REGISTRIES"))
     log_format: str = Field(
         "json", pattern="^(json|text)$", validation_alias=_env("SHEPHERD_LOG_FORMAT")
     )

@@ -26,6 +26,17 @@ TEST_DATABASE_URL = os.environ.get(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_jobenv_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One warm pool of job environments for the whole run, as one Shepherd host has: the
+    scenario repositories share their setup (``pip install -r requirements-dev.txt``), which
+    is then downloaded once, not once per test. Subprocesses inherit it. Tests of the pool
+    itself pass a pool of their own."""
+    pool = tmp_path_factory.mktemp("jobenv-pool")
+    os.environ["SHEPHERD_JOBENV_POOL"] = str(pool)
+    return pool
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     assert SHARED.is_dir(), f"test data not found at {SHARED} (clone next to ../shared)"

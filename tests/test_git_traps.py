@@ -22,8 +22,8 @@ Two layers:
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bot.errors import UnsafeWorktree
+from bot.jobenv.environment import EnvironmentsFactory
 from bot.llm import make_agent
 from bot.local import fix_repo
 from bot.sandbox import make_runner
@@ -250,8 +251,16 @@ ROOT = pathlib.Path(__file__).resolve().parent
 CANARY = pathlib.Path({canary!r})
 MODE = {mode!r}
 HOOKS = {hooks!r}
+ON_RUN = {on_run!r}
 TRAPS = ROOT / ".traps"
 report = []
+
+# Earlier runs (the reproduction of the failure, say) behave: the trap is set on run ON_RUN.
+counter = ROOT / ".check-runs"
+runs = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(runs))
+if runs < ON_RUN:
+    {early}
 
 
 def script(kind):
@@ -321,53 +330,114 @@ UGLY_JS = "const  a = {b:1,\n  c:2}\n"
 APP_PY = "import os\n\nprint('hello')\n"
 
 
-def plant_source(canary: Path, mode: str) -> str:
-    return PLANT.format(canary=str(canary), mode=mode, hooks=list(HOOKS))
+def plant_source(canary: Path, mode: str, on_run: int = 1, early: str = "sys.exit(0)") -> str:
+    return PLANT.format(
+        canary=str(canary), mode=mode, hooks=list(HOOKS), on_run=on_run, early=early
+    )
 
 
-#: (log command, log output lines, extra PR files) per path that runs PR code.
-PATHS: dict[str, tuple[str, list[str], dict[str, str]]] = {
-    # ruff-check fixes app.py (no PR code runs), then verification runs the failing command.
-    "verify": (
-        "python3 check.py && ruff check .",
-        [
-            "app.py:1:8: F401 [*] `os` imported but unused",
-            "Found 1 error.",
-            "[*] 1 fixable with the `--fix` option.",
-        ],
+RUFF = "ruff check --output-format=concise app.py"
+RUFF_OUTPUT = [
+    "app.py:1:8: F401 [*] `os` imported but unused",
+    "Found 1 error.",
+    "[*] 1 fixable with `--fix`.",
+]
+INSTALL_RUFF = "pip install ruff==0.17.6"
+INSTALL_PRETTIER = "npm install --no-save --no-audit --no-fund prettier@3.10.1"
+
+
+@dataclass(frozen=True)
+class Path_:
+    """One way PR code runs: the CI job's setup steps and failing command, its log output, the
+    PR's files, and on which run of ``check.py`` the trap is set."""
+
+    setup: tuple[str, ...]
+    command: str
+    output: tuple[str, ...]
+    files: dict[str, str]
+    on_run: int
+
+
+PATHS: dict[str, Path_] = {
+    # A setup step of the job runs the PR's code while the environment is built.
+    "setup": Path_(
+        (INSTALL_RUFF, "python3 check.py"),
+        RUFF,
+        tuple(RUFF_OUTPUT),
         {"app.py": APP_PY},
+        1,
     ),
-    # prettier loads prettier.config.cjs, which runs the PR's code.
-    "fixer-config": (
+    # The failing command runs first to reproduce the failure.
+    "reproduce": Path_(
+        (INSTALL_RUFF,),
+        f"python3 check.py && {RUFF}",
+        tuple(RUFF_OUTPUT),
+        {"app.py": APP_PY},
+        1,
+    ),
+    # ruff-check fixes app.py (no PR code runs), then verification runs the failing command.
+    "verify": Path_(
+        (INSTALL_RUFF,),
+        f"python3 check.py && {RUFF}",
+        tuple(RUFF_OUTPUT),
+        {"app.py": APP_PY},
+        2,
+    ),
+    # prettier loads prettier.config.cjs, which runs the PR's code: the reproduction, then the
+    # fixer's `prettier --write`.
+    "fixer-config": Path_(
+        (INSTALL_PRETTIER,),
         "npx prettier --check .",
-        [
+        (
             "Checking formatting...",
             "[warn] src/app.js",
             "[warn] Code style issues found in the above file. Run Prettier with --write to fix.",
-        ],
+        ),
         {"src/app.js": UGLY_JS, "prettier.config.cjs": PRETTIER_CONFIG},
+        2,
     ),
-    # A failing test: the LLM rung's run_check re-runs the command.
-    "run-check": (
+    # A failing test: reproduced, then the LLM rung's run_check re-runs the command.
+    "run-check": Path_(
+        (),
         "python3 check.py",
-        [
+        (
             "FAILED tests/test_totals.py::test_sum - assert 3 == 4",
             "========================= 1 failed, 2 passed in 0.05s =========================",
-        ],
-        {"tests/test_totals.py": "def test_sum():\n    assert 1 + 2 == 4\n"},
+        ),
+        {},
+        2,
     ),
 }
 
 
+def workflow(path: str) -> str:
+    steps = "".join(f"      - run: {step}\n" for step in (*PATHS[path].setup, PATHS[path].command))
+    return (
+        "name: CI\non: pull_request\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: actions/checkout@v4\n" + steps
+    )
+
+
 def failing_log(path: str) -> str:
-    command, output, _ = PATHS[path]
+    command = PATHS[path].command
     return job_log(
-        (command, run_header(command), [*output, "##[error]Process completed with exit code 1."])
+        (
+            command,
+            run_header(command),
+            [*PATHS[path].output, "##[error]Process completed with exit code 1."],
+        )
     )
 
 
 def pr_files(path: str, canary: Path, mode: str) -> dict[str, str]:
-    return {"check.py": plant_source(canary, mode), **PATHS[path][2]}
+    # For the LLM rung, the earlier run fails as CI saw it (the test's own failure).
+    early = (
+        "sys.exit('FAILED tests/test_totals.py::test_sum - assert 3 == 4')"
+        if path == "run-check"
+        else "sys.exit(0)"
+    )
+    source = plant_source(canary, mode, PATHS[path].on_run, early)
+    return {"check.py": source, ".github/workflows/ci.yml": workflow(path), **PATHS[path].files}
 
 
 def check_model() -> list[Any]:
@@ -387,7 +457,7 @@ async def start_model(aiohttp_server: ServerFactory) -> tuple[MessagesSimulator,
 def assert_stopped(outcome: dict[str, Any], canary: Path) -> None:
     assert sorted(p.name for p in canary.iterdir()) == [], "a planted program ran on the host"
     assert outcome["outcome"] == "handoff", outcome
-    assert outcome["title"] == "Stopped: the pull request wrote git metadata"
+    assert outcome["title"] == "Stopped: the pull request wrote git metadata", outcome["detail"]
     assert "git metadata" in outcome["detail"]
     assert outcome["commit"] is None
     assert outcome["patch"] is None
@@ -417,8 +487,11 @@ async def test_shepherd_fix_stops_when_pr_code_plants_git_traps(
         )
         assert agent is not None, why_not
     runner = make_runner(allow_unsandboxed=False, tool_dirs=bundled_tool_dirs())
+    environments = EnvironmentsFactory.from_settings(make_settings())
 
-    result = await fix_repo(repo, log, fixers=FIXERS, runner=runner, agent=agent)
+    result = await fix_repo(
+        repo, log, fixers=FIXERS, runner=runner, agent=agent, environments=environments
+    )
 
     assert_stopped(result.outcome.to_json(), canary)
     # The checkout's own git directory is as it was: the pointer could not be moved or edited.
@@ -439,24 +512,11 @@ async def test_server_stops_when_pr_code_plants_git_traps(
 ) -> None:
     canary = tmp_path / "canary"
     canary.mkdir()
-    command = PATHS[path][0]
-    workflow = textwrap.dedent(
-        f"""\
-        name: CI
-        on: pull_request
-        jobs:
-          test:
-            runs-on: ubuntu-latest
-            steps:
-              - uses: actions/checkout@v4
-              - run: {command}
-        """
-    )
     world.base_sha = commit_files(
         world.bare,
         "main",
         {
-            ".github/workflows/ci.yml": workflow,
+            ".github/workflows/ci.yml": workflow(path),
             ".github/shepherd.yml": "llm:\n  mode: auto\n",
             "check.py": "print('ok')\n",
         },

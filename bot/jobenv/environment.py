@@ -45,7 +45,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from bot.errors import SandboxError, ServiceError, ShepherdError
-from bot.jobenv.egress import SANDBOX_PROXY_PORT, EgressProxy, proxy_env
+from bot.jobenv.egress import (
+    DEFAULT_REGISTRIES,
+    SANDBOX_PROXY_PORT,
+    EgressProxy,
+    proxy_env,
+    registries_from,
+)
 from bot.jobenv.services import (
     Forward,
     RunningServices,
@@ -64,6 +70,7 @@ from bot.jobenv.toolchains import (
 from bot.jobenv.workflow import WORKSPACE, WorkflowJob, WorkflowStep
 from bot.problems import EnvironmentRecord, StepRecord
 from bot.sandbox import BubblewrapSandbox, CommandResult, Layout
+from bot.settings import Settings
 from bot.workspace import Worktree
 
 log = logging.getLogger(__name__)
@@ -387,6 +394,7 @@ class JobEnvironments:
         host: HostToolchains,
         services: ServiceHost | None = None,
         egress: EgressProxy | None = None,
+        pool: Path | None = None,
         pool_bytes: int = 5 * 1024**3,
     ) -> None:
         self.root = root.resolve()
@@ -394,6 +402,7 @@ class JobEnvironments:
         self.host = host
         self._services = services
         self.egress = egress or EgressProxy(self.root / "egress")
+        self.pool = (pool or self.root / "pool").resolve()
         self.pool_bytes = pool_bytes
 
     @property
@@ -412,10 +421,6 @@ class JobEnvironments:
             except ShepherdError as exc:
                 raise JobEnvironmentError(f"services cannot run here: {exc}") from exc
         return self._services
-
-    @property
-    def pool(self) -> Path:
-        return self.root / "pool"
 
     async def aclose(self) -> None:
         await self.egress.aclose()
@@ -945,10 +950,28 @@ class EnvironmentsFactory:
     insecure opt-in) there are none, and verification runs as before, in Shepherd's own
     environment."""
 
-    def __init__(self, root: Path, *, pool_bytes: int = 5 * 1024**3) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        pool: Path | None = None,
+        pool_bytes: int = 5 * 1024**3,
+        registries: Sequence[str] = DEFAULT_REGISTRIES,
+    ) -> None:
         self.root = root
+        self.pool = pool
         self.pool_bytes = pool_bytes
+        self.registries = tuple(registries)
         self._host: HostToolchains | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EnvironmentsFactory:
+        return cls(
+            settings.data_dir / "jobenv",
+            pool=settings.jobenv_pool_dir,
+            pool_bytes=settings.jobenv_pool_bytes,
+            registries=registries_from(settings.setup_registries),
+        )
 
     def host(self) -> HostToolchains:
         if self._host is None:
@@ -959,5 +982,10 @@ class EnvironmentsFactory:
         if not isinstance(runner, BubblewrapSandbox):
             return None
         return JobEnvironments(
-            self.root, sandbox=runner, host=self.host(), pool_bytes=self.pool_bytes
+            self.root,
+            sandbox=runner,
+            host=self.host(),
+            egress=EgressProxy(self.root / "egress", self.registries),
+            pool=self.pool,
+            pool_bytes=self.pool_bytes,
         )
