@@ -166,21 +166,23 @@ class JobEnvironment:
     binds: list[tuple[Path, str]]
     workdir: str
     record: EnvironmentRecord
-    services: RunningServices = field(default_factory=RunningServices)
+    #: The job's ``services:``, started afresh for every command (see ``JobEnvironments.run``).
+    services: list[ServiceSpec] = field(default_factory=list)
     #: The failing step's ``shell:`` (None: GitHub's default, ``bash -e {0}``).
     shell: str | None = None
     #: The job's Python, when it has one (its virtualenv is made from it).
     python: HostTool | None = None
 
-    def layout(self, *, egress: bool = False) -> Layout:
-        forwards: list[Forward] = list(self.services.forwards)
-        extra = list(self.services.bwrap_args())
+    def layout(self, *, egress: bool = False, services: RunningServices | None = None) -> Layout:
+        running = services or RunningServices()
+        forwards: list[Forward] = list(running.forwards)
+        extra = list(running.bwrap_args())
         env = dict(self.env)
         if egress:
             forwards.append(Forward("registries", "127.0.0.1", SANDBOX_PROXY_PORT, _EGRESS_SOCKET))
             extra += ["--ro-bind", str(self.dirs.run), str(PurePosixPath(_EGRESS_SOCKET).parent)]
             env.update(proxy_env())
-        socat = self.services.socat if self.services.forwards else shutil.which("socat") or "socat"
+        socat = running.socat if running.forwards else shutil.which("socat") or "socat"
 
         def wrap(argv: Sequence[str]) -> list[str]:
             if not forwards:
@@ -206,13 +208,10 @@ class EnvRunner:
     and the LLM's ``run_check`` use, unchanged. ``network=True`` (a fixer that must resolve,
     such as ``uv lock``) means the registries only, as for setup steps."""
 
-    def __init__(
-        self, sandbox: BubblewrapSandbox, environment: JobEnvironment, egress: EgressProxy
-    ) -> None:
-        self.sandbox = sandbox
+    def __init__(self, environments: JobEnvironments, environment: JobEnvironment) -> None:
+        self.environments = environments
         self.environment = environment
-        self.egress = egress
-        self.tool_cache = sandbox.tool_cache
+        self.tool_cache = environments.sandbox.tool_cache
 
     async def run(
         self,
@@ -224,15 +223,15 @@ class EnvRunner:
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         network: bool = False,
     ) -> CommandResult:
-        layout = self.environment.layout(egress=network)
-        if not network:
-            return await self.sandbox.run(
-                argv, cwd=cwd, writable=writable, env=env, timeout=timeout, layout=layout
-            )
-        async with self.egress.bridge(self.environment.dirs.run / "proxy.sock"):
-            return await self.sandbox.run(
-                argv, cwd=cwd, writable=writable, env=env, timeout=timeout, layout=layout
-            )
+        return await self.environments.run(
+            self.environment,
+            argv,
+            cwd=cwd,
+            writable=writable,
+            env=env,
+            timeout=timeout,
+            egress=network,
+        )
 
 
 # -- fingerprints (pure) -----------------------------------------------------------------------
@@ -284,11 +283,6 @@ def fingerprint(
 
 def installs_project(job: WorkflowJob) -> bool:
     return any(_SELF_INSTALL.search(s.run or "") for s in job.replayable_steps)
-
-
-@contextlib.asynccontextmanager
-async def _no_services() -> AsyncIterator[RunningServices]:
-    yield RunningServices()
 
 
 def declarations(job: WorkflowJob) -> list[ServiceSpec]:
@@ -452,6 +446,10 @@ class JobEnvironments:
         environment = self._plan(job, tree, dirs)
         tree_root = wt.path
         try:
+            environment.services = declarations(job)
+            if environment.services:
+                # An image this host cannot provide ends the job here, before any setup.
+                await self.services.check(environment.services)
             contents = await asyncio.to_thread(_read_files, wt.path, files_read(job, tracked))
             key_tree = wt.sha if installs_project(job) else None
             fp = fingerprint(job, environment.record.toolchains, contents, tree=key_tree)
@@ -467,13 +465,8 @@ class JobEnvironments:
                 await self._build(wt, environment)
                 await asyncio.to_thread(self._store, dirs, fp, environment)
             await asyncio.to_thread(self._evict)
-            services = declarations(job)
-            starting = self.services.start(services) if services else _no_services()
-            async with starting as running:
-                environment.services = running
-                environment.record.services = [s.describe() for s in running.services]
-                environment.record.seconds_to_ready = round(time.monotonic() - started, 2)
-                yield environment
+            environment.record.seconds_to_ready = round(time.monotonic() - started, 2)
+            yield environment
         except JobEnvironmentError as exc:
             exc.record = exc.record or environment.record
             raise
@@ -487,7 +480,41 @@ class JobEnvironments:
             await asyncio.to_thread(_remove_placeholders, tree_root, products)
 
     def runner(self, environment: JobEnvironment) -> EnvRunner:
-        return EnvRunner(self.sandbox, environment, self.egress)
+        return EnvRunner(self, environment)
+
+    async def run(
+        self,
+        environment: JobEnvironment,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        writable: Path,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
+        egress: bool = False,
+    ) -> CommandResult:
+        """Run one command in the job environment. The job's services are started for it from
+        their templates and destroyed after it, as every CI run starts with empty ones: the
+        reproduction, each ``run_check`` and the verification never see each other's data.
+        ``egress`` adds the registries (setup steps, a fixer that must resolve)."""
+        async with contextlib.AsyncExitStack() as stack:
+            running = None
+            if environment.services:
+                running = await stack.enter_async_context(self.services.start(environment.services))
+                if not environment.record.services:
+                    environment.record.services = [s.describe() for s in running.services]
+            if egress:
+                await stack.enter_async_context(
+                    self.egress.bridge(environment.dirs.run / "proxy.sock")
+                )
+            return await self.sandbox.run(
+                argv,
+                cwd=cwd,
+                writable=writable,
+                env=env,
+                timeout=timeout,
+                layout=environment.layout(egress=egress, services=running),
+            )
 
     # -- planning (pure given the host) -----------------------------------------------------
 
@@ -568,29 +595,26 @@ class JobEnvironments:
     async def _build(self, wt: Worktree, environment: JobEnvironment) -> None:
         before = await asyncio.to_thread(_entries, wt.path)
         python = environment.python
-        async with self.egress.bridge(environment.dirs.run / "proxy.sock"):
-            if python is not None and python.executable is not None:
-                started = time.monotonic()
-                result = await self.sandbox.run(
-                    [str(python.executable), "-m", "venv", SANDBOX_VENV],
-                    cwd=wt.path,
-                    writable=wt.path,
-                    layout=environment.layout(egress=True),
-                    timeout=SETUP_STEP_TIMEOUT,
+        if python is not None and python.executable is not None:
+            started = time.monotonic()
+            result = await self.sandbox.run(
+                [str(python.executable), "-m", "venv", SANDBOX_VENV],
+                cwd=wt.path,
+                writable=wt.path,
+                layout=environment.layout(),
+                timeout=SETUP_STEP_TIMEOUT,
+            )
+            if not result.ok:
+                raise JobEnvironmentError(f"could not create the job's virtualenv: {_tail(result)}")
+            environment.record.steps.append(
+                StepRecord(
+                    name=f"virtualenv (python {python.version})",
+                    status="replayed",
+                    seconds=round(time.monotonic() - started, 2),
                 )
-                if not result.ok:
-                    raise JobEnvironmentError(
-                        f"could not create the job's virtualenv: {_tail(result)}"
-                    )
-                environment.record.steps.append(
-                    StepRecord(
-                        name=f"virtualenv (python {python.version})",
-                        status="replayed",
-                        seconds=round(time.monotonic() - started, 2),
-                    )
-                )
-            for step in environment.job.setup_steps:
-                await self._setup_step(wt, environment, step)
+            )
+        for step in environment.job.setup_steps:
+            await self._setup_step(wt, environment, step)
         created = await asyncio.to_thread(_new_entries, wt.path, before)
         moved = await asyncio.to_thread(_move_out, wt.path, environment.dirs.deps, created)
         self._bind_products(environment, moved)
@@ -690,12 +714,13 @@ class JobEnvironments:
         saved_env = dict(environment.env)
         environment.env.update(step_env)
         try:
-            result = await self.sandbox.run(
+            result = await self.run(
+                environment,
                 argv,
                 cwd=wt.path / workdir,
                 writable=wt.path,
-                layout=environment.layout(egress=True),
                 timeout=SETUP_STEP_TIMEOUT,
+                egress=True,
             )
         finally:
             environment.env = saved_env
