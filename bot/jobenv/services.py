@@ -420,37 +420,47 @@ def hosts_file(plans: Sequence[_Plan]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _proc_net_pattern(address: str, port: int) -> tuple[str, str]:
-    """The /proc/net table and the text of a LISTEN line for address:port (kernel byte order)."""
+def _proc_net_address(address: str, port: int) -> tuple[str, str]:
+    """The /proc/net table listing address:port, and how it writes it (kernel byte order)."""
     if address == "::1":
-        return "/proc/net/tcp6", f" 00000000000000000000000001000000:{port:04X} {'0' * 32}:0000 0A "
+        return "/proc/net/tcp6", f"00000000000000000000000001000000:{port:04X}"
     octets = [int(part) for part in address.split(".")]
-    hex_address = "".join(f"{octet:02X}" for octet in reversed(octets))
-    return "/proc/net/tcp", f" {hex_address}:{port:04X} 00000000:0000 0A "
+    return "/proc/net/tcp", "".join(f"{o:02X}" for o in reversed(octets)) + f":{port:04X}"
 
 
 def forward_script(forwards: Sequence[Forward], *, socat: str) -> str:
     """The ``sh`` script of ``RunningServices.wrap``: start the forwarders, wait until each
-    listens (its LISTEN line in /proc/net/tcp), run ``"$@"``, stop the forwarders, exit with the
-    command's status."""
+    listens, run ``"$@"``, stop the forwarders, exit with the command's status.
+
+    A forwarder listens when /proc/net shows a LISTEN socket on its address whose inode is one of
+    the forwarder's own descriptors: another listener there (a sandbox sharing the host's network,
+    where 127.0.0.1:5432 may be the host's database) is a failure, never a success.
+    """
     lines = [
         "set -u",
         "pids=''",
         'fail() { echo "shepherd: $1" >&2; [ -z "$pids" ] || kill $pids 2>/dev/null; '
         f"exit {WRAPPER_FAILED}; }}",
-        f'forward() {{ {shlex.quote(socat)} -lf /dev/null "$1" "UNIX-CONNECT:$2" </dev/null >/dev/null 2>&1 & '
-        'last=$!; pids="$pids $last"; }',
-        # pid table pattern what: until the LISTEN line shows, unless the forwarder died.
-        'listening() { n=0; until grep -q "$3" "$2"; do kill -0 "$1" 2>/dev/null || '
-        'fail "$4: cannot listen"; n=$((n+1)); [ $n -le 2000 ] || fail "$4: not listening"; '
-        "sleep 0.005; done; }",
+        f'forward() {{ {shlex.quote(socat)} -lf /dev/null "$1" "UNIX-CONNECT:$2" '
+        '</dev/null >/dev/null 2>&1 & last=$!; pids="$pids $last"; }',
+        # owns PID INODE: whether the socket is one of the process's descriptors.
+        'owns() { for fd in /proc/"$1"/fd/*; do [ "$(readlink "$fd" 2>/dev/null)" = '
+        '"socket:[$2]" ] && return 0; done; return 1; }',
+        # listening PID TABLE ADDRESS WHAT: until PID listens on ADDRESS, or fail.
+        "listening() { n=0; while :; do",
+        "  while read -r _ local _ st _ _ _ _ _ inode _; do",
+        '    [ "$local" = "$3" ] && [ "$st" = 0A ] && owns "$1" "$inode" && return 0',
+        '  done < "$2"',
+        '  kill -0 "$1" 2>/dev/null || fail "$4: cannot listen"',
+        '  n=$((n+1)); [ $n -le 2000 ] || fail "$4: not listening after 10 s"; sleep 0.005',
+        "done; }",
         # IPv6 forwarders only where the sandbox's loopback has ::1.
         "ipv6=0",
         "grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null && ipv6=1",
     ]
     waits: list[str] = []
     for number, fwd in enumerate(forwards):
-        table, pattern = _proc_net_pattern(fwd.address, fwd.port)
+        table, local = _proc_net_address(fwd.address, fwd.port)
         if ":" in fwd.address:
             listen = f"TCP6-LISTEN:{fwd.port},bind=[{fwd.address}],ipv6only=1,fork,reuseaddr"
             where, guard = f"[{fwd.address}]:{fwd.port}", "[ $ipv6 = 0 ] || "
@@ -459,7 +469,7 @@ def forward_script(forwards: Sequence[Forward], *, socat: str) -> str:
             where, guard = f"{fwd.address}:{fwd.port}", ""
         lines.append(f"{guard}{{ forward '{listen}' '{fwd.socket}'; p{number}=$last; }}")
         waits.append(
-            f"{guard}listening \"$p{number}\" {table} '{pattern}' 'service {fwd.service} at {where}'"
+            f"{guard}listening \"$p{number}\" {table} {local} 'service {fwd.service} at {where}'"
         )
     lines += waits
     lines += ['"$@"', "status=$?", '[ -z "$pids" ] || kill $pids 2>/dev/null', 'exit "$status"']
@@ -1186,7 +1196,10 @@ class ServiceHost:
         except (ValueError, KeyError, TypeError) as exc:
             await instance.wait(10.0)
             raise instance.failure("the server's sandbox did not start") from exc
-        (instance.directory / "pid").write_text(f"{instance.init_pid} {instance.pid_namespace}\n")
+        started = process_start_time(instance.init_pid)
+        (instance.directory / "pid").write_text(
+            f"{instance.init_pid} {started} {instance.pid_namespace}\n"
+        )
 
     async def _poll(
         self,
@@ -1496,10 +1509,21 @@ def _remove_template(path: Path) -> None:
         os.close(fd)
 
 
-def _kill_leftover(pid_file: Path) -> None:
-    """SIGKILL a crashed job's server namespace, if its init still runs (and is still it)."""
+def process_start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): with its pid, names it uniquely."""
     try:
-        pid_text, namespace = pid_file.read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which may contain spaces: ") state ppid ... starttime".
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _kill_leftover(pid_file: Path) -> None:
+    """SIGKILL a crashed job's server namespace, if its init still runs. The pid, its start time
+    and its pid namespace must all match: pids and namespace numbers are both reused."""
+    try:
+        pid_text, started, namespace = pid_file.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return
@@ -1509,7 +1533,9 @@ def _kill_leftover(pid_file: Path) -> None:
             if os.readlink(f"/proc/{pid}/ns/pid") != namespace:
                 return
         except OSError:
-            return  # gone (or a zombie, already dead)
+            return  # gone
+        if str(process_start_time(pid)) != started:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
