@@ -624,3 +624,17 @@ async def test_support_names_the_servers_of_this_host(host: ServiceHost) -> None
         support = await host.support(server)
         assert support.description is not None, support.reason
         assert support.version[0].isdigit()
+
+
+async def test_a_pool_of_ready_copies_is_refilled_beside_each_job(host: ServiceHost) -> None:
+    spec = ServiceSpec("db", "mariadb:11", {"MARIADB_ALLOW_EMPTY_ROOT_PASSWORD": "1"})
+    async with host.start([spec]):
+        pass
+    (pool,) = host.templates.glob("mariadb-*.pool")
+    copies = sorted(p.name for p in pool.iterdir())
+    assert len(copies) == host.pool_size
+    async with host.start([spec]) as running:
+        assert running.services[0].template is Template.WARM
+    after = sorted(p.name for p in pool.iterdir())
+    assert len(after) == host.pool_size
+    assert len(set(after) - set(copies)) == 1  # one copy taken, one made

@@ -26,8 +26,10 @@ How an instance is isolated:
   anything PR SQL started) and its directories are deleted.
 
 Start-up is fast because ``initdb``/``mariadb-install-db`` run once per (server, version) into a
-template under ``<root>/templates``; each job copies the template (holes kept sparse, reflinks
-where the filesystem has them; postgres and mariadb write their files in place, so no hardlinks).
+template under ``<root>/templates``; each job takes a copy of it (postgres and mariadb write their
+files in place, so no hardlinks). A small pool of ready copies is refilled beside each job, so
+the next start is a rename; without one, the copy is made at start (holes kept sparse, reflinks
+where the filesystem has them).
 
 The server version is the host's (Debian's packages), which may differ from the image tag: each
 ``RunningService`` says which server ran so the caller can report it. mysql images are served by
@@ -36,6 +38,7 @@ MariaDB.
 Layout under ``root`` (``<data_dir>/jobenv``)::
 
     templates/<server>-<version>-<uid>/   data/ (and admin-password for postgres)
+    templates/<key>.pool/<copy>/          ready copies of data/, taken by a rename
     templates/<key>.lock                  shared while copying, exclusive while building
     services/.lock                        held while claiming a job directory or reaping
     services/<job>/lock                   flock held by the owning process for the job's life
@@ -590,6 +593,8 @@ _MARIADB_OPTIONS = (
     "--innodb-doublewrite=0",
     "--innodb-buffer-pool-load-at-startup=0",
     "--innodb-buffer-pool-dump-at-shutdown=0",
+    # The temporary tablespace is written out in full at every start: start it small.
+    "--innodb-temp-data-file-path=ibtmp1:1M:autoextend",
     "--tmpdir=/tmp",
 )
 #: The only accounts a template keeps, as the image does (it drops root@127.0.0.1, root@::1 and
@@ -598,6 +603,8 @@ _MARIADB_TEMPLATE_SQL = b"""\
 DELETE FROM mysql.global_priv WHERE NOT (Host = 'localhost' AND User IN ('root', 'mariadb.sys'));
 DELETE FROM mysql.proxies_priv WHERE Host <> 'localhost';
 """
+#: A database created from template1 when the template is built, renamed to POSTGRES_DB per job.
+_PG_SPARE_DATABASE = "shepherd_spare_database"
 #: Appended to a postgres template's postgresql.conf.
 _POSTGRES_CONF = f"""
 # Shepherd: a private per-job instance, reachable only through its unix socket.
@@ -814,6 +821,7 @@ class ServiceHost:
         socat: str = "socat",
         ready_timeout: float = 60.0,
         template_timeout: float = 300.0,
+        pool_size: int = 2,
     ) -> None:
         self.root = root.resolve()
         longest = self.root / "services" / "0123abcd" / "249" / "run" / ".s.PGSQL.5432"
@@ -827,6 +835,8 @@ class ServiceHost:
         self.socat = socat
         self.ready_timeout = ready_timeout
         self.template_timeout = template_timeout
+        #: Ready copies of each template kept for the next jobs (0: copy at every start).
+        self.pool_size = pool_size
         self._support: dict[Server, ServerSupport] = {}
 
     @property
@@ -906,6 +916,7 @@ class ServiceHost:
             supports[plan.server] = support
         job = await asyncio.to_thread(self._claim)
         instances: list[_Instance] = []
+        refills: list[asyncio.Task[None]] = []
         try:
             (job.path / "hosts").write_text(hosts_file(plans))
             (job.path / "hosts").chmod(0o644)
@@ -920,6 +931,13 @@ class ServiceHost:
             except BaseExceptionGroup as failed:
                 # One service failed and the others were cancelled: raise the failure itself.
                 raise _first_error(failed) from None
+            if self.pool_size > 0:
+                # Owned by this job and awaited when it ends, whatever happens.
+                refills = [
+                    asyncio.create_task(self._refill_pool(server, supports[server]))
+                    for server in dict.fromkeys(plan.server for plan in plans)
+                    if server is not Server.REDIS
+                ]
             yield RunningServices(
                 services=tuple(task.result() for task in tasks),
                 directory=job.path,
@@ -933,7 +951,7 @@ class ServiceHost:
         finally:
             for instance in instances:
                 instance.kill()
-            await asyncio.gather(*(instance.wait(10.0) for instance in instances))
+            await asyncio.gather(*(instance.wait(10.0) for instance in instances), *refills)
             await asyncio.to_thread(self._release, job)
 
     async def reap(self) -> list[Path]:
@@ -1219,8 +1237,9 @@ class ServiceHost:
     async def _copy_template(
         self, server: Server, support: ServerSupport, user: _User | None, dest: Path
     ) -> tuple[bool, str]:
-        """Copy the server's template data directory to ``dest``, building the template first if
-        it is missing. Whether it was built now, and the template's admin password (postgres)."""
+        """Put a copy of the server's template data directory at ``dest``: a ready copy from the
+        pool if there is one (a rename), else a copy made now; the template is built first if it
+        is missing. Whether it was built now, and the template's admin password (postgres)."""
         self.templates.mkdir(parents=True, exist_ok=True)
         key = _template_key(server, support, user)
         final = self.templates / key
@@ -1235,16 +1254,61 @@ class ServiceHost:
                     await self._build_template(server, support, user, key)
                     built = True
                 await _flock(fd, fcntl.LOCK_SH)
-            await _run(
-                ["cp", "-a", "--reflink=auto", str(final / "data"), str(dest)],
-                timeout=self.template_timeout,
-                what=f"copying the {server} template",
-            )
+            if not _take_from_pool(self.templates / f"{key}.pool", dest):
+                await _run(
+                    ["cp", "-a", "--reflink=auto", str(final / "data"), str(dest)],
+                    timeout=self.template_timeout,
+                    what=f"copying the {server} template",
+                )
             password_file = final / "admin-password"
             admin_password = password_file.read_text() if password_file.exists() else ""
         finally:
             os.close(fd)
         return built, admin_password
+
+    async def _refill_pool(self, server: Server, support: ServerSupport) -> None:
+        """Copy the template into its pool until it holds ``pool_size`` ready copies. Runs beside
+        the job that took a copy, so the next job's start is a rename instead of a copy."""
+        user = self._user(server)
+        key = _template_key(server, support, user)
+        pool = self.templates / f"{key}.pool"
+        fd = os.open(self.templates / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                # Nobody copies from the template now: an unfinished copy was left by a crash.
+                for stale in pool.glob(".copy-*"):
+                    _rmtree(stale)
+            await _flock(fd, fcntl.LOCK_SH)
+            if not (self.templates / key).is_dir():
+                return
+            pool.mkdir(mode=0o700, exist_ok=True)
+            while sum(1 for p in pool.iterdir() if not p.name.startswith(".")) < self.pool_size:
+                token = secrets.token_hex(4)
+                partial = pool / f".copy-{token}"
+                try:
+                    await _run(
+                        [
+                            "cp",
+                            "-a",
+                            "--reflink=auto",
+                            str(self.templates / key / "data"),
+                            str(partial),
+                        ],
+                        timeout=self.template_timeout,
+                        what=f"copying the {server} template",
+                    )
+                    os.rename(partial, pool / token)
+                except BaseException:
+                    _rmtree(partial)
+                    raise
+        except (ServiceError, OSError) as exc:
+            logger.warning("services: could not refill the %s pool: %s", key, exc)
+        finally:
+            os.close(fd)
 
     async def _build_template(
         self, server: Server, support: ServerSupport, user: _User | None, key: str
@@ -1304,6 +1368,16 @@ class ServiceHost:
             what="initdb",
         )
         os.chown(password_file, os.geteuid(), os.getegid())
+        # CREATE DATABASE copies template1 page by page (a third of a second): the template has
+        # one ready, which each job renames to POSTGRES_DB (or drops).
+        await self._sandboxed(
+            [support.programs["postgres"], "--single", "-D", _SERVICE_DATA, "postgres"],
+            user=user,
+            data=build / "data",
+            # FILE_COPY: no WAL for the copied pages, so the template stays small.
+            stdin=f"CREATE DATABASE {_PG_SPARE_DATABASE} STRATEGY = FILE_COPY\n".encode(),
+            what="postgres --single",
+        )
         with (build / "data" / "postgresql.conf").open("a") as conf:
             conf.write(_POSTGRES_CONF)
 
@@ -1372,12 +1446,34 @@ class ServiceHost:
 
         await self._poll(instance, ready, deadline)
 
-        async def run(user: str, password: str, *statements: str) -> None:
+        user = _pg_ident(setup.user)
+        password = _pg_string(setup.password) if setup.password else "NULL"
+        statements = [f"ALTER ROLE postgres PASSWORD {password}"]
+        if setup.user != "postgres":
+            # The image's bootstrap superuser *is* POSTGRES_USER (there is no "postgres" role):
+            # rename the template's. A session cannot rename its own session user, so it
+            # becomes a helper role for the rename, then back.
+            helper = f"shepherd_setup_{secrets.token_hex(4)}"
+            statements = [
+                f"CREATE ROLE {helper} SUPERUSER",
+                f"SET SESSION AUTHORIZATION {helper}",
+                f"ALTER ROLE postgres RENAME TO {user}",
+                f"ALTER ROLE {user} PASSWORD {password}",
+                "RESET SESSION AUTHORIZATION",
+                f"DROP ROLE {helper}",
+            ]
+        if setup.database == "postgres":
+            statements.append(f"DROP DATABASE {_PG_SPARE_DATABASE}")
+        elif setup.database != _PG_SPARE_DATABASE:
+            # As CREATE DATABASE by POSTGRES_USER: a copy of template1 it owns.
+            database = _pg_ident(setup.database)
+            statements.append(f"ALTER DATABASE {_PG_SPARE_DATABASE} RENAME TO {database}")
+        try:
             conn = await asyncpg.connect(
                 host=str(instance.run),
                 port=5432,
-                user=user,
-                password=password,
+                user="postgres",
+                password=admin_password,
                 database="postgres",
                 timeout=max(deadline - time.monotonic(), 1.0),
             )
@@ -1386,38 +1482,6 @@ class ServiceHost:
                     await conn.execute(statement)
             finally:
                 await conn.close()
-
-        password = _pg_string(setup.password) if setup.password else "NULL"
-        create_db = (
-            (f"CREATE DATABASE {_pg_ident(setup.database)}",)
-            if setup.database != "postgres"
-            else ()
-        )
-        try:
-            if setup.user == "postgres":
-                await run(
-                    "postgres",
-                    admin_password,
-                    f"ALTER ROLE postgres PASSWORD {password}",
-                    *create_db,
-                )
-            else:
-                # The image's bootstrap superuser *is* POSTGRES_USER (no "postgres" role exists):
-                # rename the template's, from a helper role, since a session cannot rename its
-                # own user.
-                helper = f"shepherd_setup_{secrets.token_hex(4)}"
-                await run(
-                    "postgres",
-                    admin_password,
-                    f"CREATE ROLE {helper} SUPERUSER LOGIN PASSWORD {_pg_string(admin_password)}",
-                )
-                await run(
-                    helper,
-                    admin_password,
-                    f"ALTER ROLE postgres RENAME TO {_pg_ident(setup.user)}",
-                    f"ALTER ROLE {_pg_ident(setup.user)} PASSWORD {password}",
-                )
-                await run(setup.user, setup.password, f"DROP ROLE {helper}", *create_db)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise instance.failure(f"applying the declared credentials failed: {exc}") from exc
 
@@ -1495,6 +1559,25 @@ def _template_key(server: Server, support: ServerSupport, user: _User | None) ->
     return f"{server}-{support.version}-{uid}"
 
 
+def _take_from_pool(pool: Path, dest: Path) -> bool:
+    """Move a ready copy from the pool to ``dest``; whether there was one. The rename is what
+    claims it: of two jobs taking the same copy, one finds it gone and tries the next."""
+    try:
+        ready = sorted(p for p in pool.iterdir() if not p.name.startswith("."))
+    except FileNotFoundError:
+        return False
+    for copy in ready:
+        try:
+            os.rename(copy, dest)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("services: cannot take %s from the pool: %s", copy, exc)
+            return False
+        return True
+    return False
+
+
 def _remove_template(path: Path) -> None:
     fd = os.open(path.parent / f"{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -1503,6 +1586,7 @@ def _remove_template(path: Path) -> None:
         os.close(fd)
         return  # still being copied: the next build removes it
     try:
+        _rmtree(path.parent / f"{path.name}.pool")
         _rmtree(path)
         (path.parent / f"{path.name}.lock").unlink(missing_ok=True)
     finally:
