@@ -208,7 +208,12 @@ def test_plan_publishes_host_ports_on_localhost_and_container_ports_on_the_name(
         ),
         ([ServiceSpec("a", "redis:7"), ServiceSpec("A", "redis:7")], ServiceError, "used twice"),
         ([ServiceSpec("a b", "redis:7")], ServiceError, "not a valid service id"),
-        ([ServiceSpec("web", "redis:7", {}, ((80, 6379),))], ServiceUnavailable, "privileged"),
+        (
+            [ServiceSpec("web", "redis:7", {}, ((80, 6379),))],
+            ServiceUnavailable,
+            "port 80 is privileged",
+        ),
+        ([ServiceSpec("localhost", "redis:7")], ServiceError, "reserved"),
     ],
 )
 def test_plan_refuses(specs: list[ServiceSpec], error: type[Exception], message: str) -> None:
@@ -533,7 +538,7 @@ async def test_teardown_leaves_no_process_and_no_directory(host: ServiceHost) ->
         before_teardown = boot_ticks()
     assert not directory.exists()
     assert [processes_in(ns, before_teardown) for ns in namespaces] == [[], [], []]
-    assert [p.name for p in host.services.iterdir()] == [".lock"]
+    assert job_directories(host) == []
 
 
 async def test_a_failed_start_cleans_up_the_services_already_started(host: ServiceHost) -> None:
@@ -545,7 +550,7 @@ async def test_a_failed_start_cleans_up_the_services_already_started(host: Servi
     with pytest.raises(ServiceError, match='role name "pg_app" is reserved'):
         async with host.start(specs):
             pytest.fail("started")
-    assert [p.name for p in host.services.iterdir()] == [".lock"]
+    assert job_directories(host) == []
 
 
 async def test_unsupported_image_starts_nothing(host: ServiceHost) -> None:
@@ -638,3 +643,36 @@ async def test_a_pool_of_ready_copies_is_refilled_beside_each_job(host: ServiceH
     after = sorted(p.name for p in pool.iterdir())
     assert len(after) == host.pool_size
     assert len(set(after) - set(copies)) == 1  # one copy taken, one made
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.05, 0.2])
+async def test_a_cancelled_start_leaves_nothing(host: ServiceHost, delay: float) -> None:
+    """Cancelled at whatever point the delay reaches (claiming, copying, starting, setting up)."""
+    specs = [postgres(), ServiceSpec("mariadb", "mariadb:11", {"MARIADB_ROOT_PASSWORD": "r"})]
+
+    async def job() -> None:
+        async with host.start(specs):
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(job())
+    await asyncio.sleep(delay)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert job_directories(host) == []
+    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and _bwrap_of(host, int(pid))] == []
+
+
+def job_directories(host: ServiceHost) -> list[str]:
+    if not host.services.exists():
+        return []
+    return [p.name for p in host.services.iterdir() if p.name != ".lock"]
+
+
+def _bwrap_of(host: ServiceHost, pid: int) -> bool:
+    """Whether a process is a server sandbox of this host (its command line names our root)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(host.services).encode() in cmdline

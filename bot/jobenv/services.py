@@ -340,7 +340,6 @@ class _Plan:
     name: str
     image: str
     kind: ServiceKind
-    env: Mapping[str, str]
     #: The service's own loopback address; its name resolves to it.
     address: str
     forwards: tuple[Forward, ...]
@@ -377,7 +376,9 @@ def plan_services(declarations: Sequence[ServiceDeclaration]) -> list[_Plan]:
         name, image = decl.name, decl.image
         if not _NAME.fullmatch(name):
             raise ServiceError(f"service {name!r} (image {image}): not a valid service id")
-        if name.lower() in seen_names or name.lower() in {"localhost", "ip6-localhost"}:
+        if name.lower() in {"localhost", "ip6-localhost", "ip6-loopback"}:
+            raise ServiceError(f"service {name} (image {image}): the name is reserved")
+        if name.lower() in seen_names:
             raise ServiceError(f"service {name} (image {image}): the name is used twice")
         seen_names.add(name.lower())
         kind = provider_for(image)
@@ -392,10 +393,9 @@ def plan_services(declarations: Sequence[ServiceDeclaration]) -> list[_Plan]:
             for port in (host_port, container_port):
                 if not 1 <= port <= 65535:
                     raise ServiceError(f"service {name} (image {image}): port {port} is invalid")
-            if host_port < 1024:
-                raise ServiceUnavailable(
-                    name, image, f"host port {host_port} is privileged in the sandbox"
-                )
+                if port < 1024:
+                    # The sandbox keeps no capability, so it cannot bind a privileged port.
+                    raise ServiceUnavailable(name, image, f"port {port} is privileged")
             if host_port in host_ports:
                 raise ServiceError(
                     f"services {host_ports[host_port]} and {name} both publish port {host_port}"
@@ -410,9 +410,7 @@ def plan_services(declarations: Sequence[ServiceDeclaration]) -> list[_Plan]:
         forwards += [Forward(name, address, port, socket) for port in container_ports]
         postgres = postgres_setup(name, image, decl.env) if kind is ServiceKind.POSTGRES else None
         mariadb = mariadb_setup(name, image, kind, decl.env) if server is Server.MARIADB else None
-        plans.append(
-            _Plan(index, name, image, kind, decl.env, address, tuple(forwards), postgres, mariadb)
-        )
+        plans.append(_Plan(index, name, image, kind, address, tuple(forwards), postgres, mariadb))
     return plans
 
 
@@ -485,7 +483,7 @@ def forward_script(forwards: Sequence[Forward], *, socat: str) -> str:
 class Template(StrEnum):
     """Where a service's data directory came from."""
 
-    WARM = "warm"  # copied from an existing template
+    WARM = "warm"  # a copy of an existing template (from the pool, or made at start)
     COLD = "cold"  # the template was built for this start
     NONE = "none"  # the server needs no template (redis starts empty)
 
@@ -529,8 +527,10 @@ class RunningServices:
       listener check).
     - ``wrap(argv)``: the argv to run inside the sandbox instead of ``argv``. It starts the socat
       forwarders, waits until each listens, runs ``argv`` and exits with its status. When a
-      forwarder cannot listen it prints ``shepherd: service NAME: cannot listen on ADDR:PORT``
-      and exits with ``WRAPPER_FAILED`` (125) without running ``argv``.
+      forwarder cannot listen it prints ``shepherd: service NAME at ADDR:PORT: cannot listen``
+      and exits with ``WRAPPER_FAILED`` (125) without running ``argv``. A listener that is not
+      the forwarder's own (in a sandbox sharing the host's network, where 127.0.0.1:5432 may be
+      the host's database) counts as a failure.
 
     With no services both are no-ops (``[]`` and ``argv`` unchanged).
     """
@@ -730,12 +730,13 @@ async def _flock(fd: int, operation: int) -> None:
 
 
 def _rmtree(path: Path) -> None:
-    def report(_function: object, failed: str, exc: BaseException) -> None:
-        if not isinstance(exc, FileNotFoundError):
-            logger.warning("services: could not delete %s: %s", failed, exc)
+    """Delete a tree; what cannot be deleted is logged (the next reap retries), not raised."""
 
-    # onerror, not onexc: Python 3.11.
-    shutil.rmtree(path, onerror=lambda function, failed, info: report(function, failed, info[1]))
+    def report(_function: object, failed: str, info: tuple[type, BaseException, object]) -> None:
+        if not isinstance(info[1], FileNotFoundError):
+            logger.warning("services: could not delete %s: %s", failed, info[1])
+
+    shutil.rmtree(path, onerror=report)  # onexc is Python 3.12
 
 
 @dataclass
@@ -838,6 +839,7 @@ class ServiceHost:
         #: Ready copies of each template kept for the next jobs (0: copy at every start).
         self.pool_size = pool_size
         self._support: dict[Server, ServerSupport] = {}
+        self._problem: str | None = None
 
     @property
     def templates(self) -> Path:
@@ -849,13 +851,29 @@ class ServiceHost:
 
     # -- what this host can run --------------------------------------------------------------
 
-    def _tools_missing(self) -> str:
-        missing = [
-            tool
-            for tool in (self.bwrap, self.socat) + (("setpriv",) if os.geteuid() == 0 else ())
-            if _which(tool) is None
-        ]
-        return f"{', '.join(missing)} not installed" if missing else ""
+    async def _host_problem(self) -> str:
+        """What keeps this host from running any server sandbox ("" when nothing)."""
+        if self._problem is not None:
+            return self._problem
+        tools = (self.bwrap, self.socat) + (("setpriv",) if os.geteuid() == 0 else ())
+        missing = [tool for tool in tools if _which(tool) is None]
+        problem = f"{', '.join(missing)} not installed" if missing else ""
+        if not problem:
+            # The namespaces a server's sandbox needs (user namespaces too, when not root).
+            bwrap = _which(self.bwrap) or self.bwrap
+            namespaces = (
+                ["--unshare-all"] if os.geteuid() != 0 else ["--unshare-pid", "--unshare-net"]
+            )
+            try:
+                await _run(
+                    [bwrap, *namespaces, "--ro-bind", "/", "/", "true"],
+                    timeout=30,
+                    what="bubblewrap",
+                )
+            except ServiceError as exc:
+                problem = f"bubblewrap cannot create namespaces here ({exc})"
+        self._problem = problem
+        return problem
 
     async def support(self, server: Server) -> ServerSupport:
         """Whether ``server`` can run here, and which version (probed once per host object)."""
@@ -864,7 +882,7 @@ class ServiceHost:
             return known
         programs = _programs(server)
         absent = [name for name, path in programs.items() if path is None]
-        reason = self._tools_missing()
+        reason = await self._host_problem()
         if absent:
             reason = f"{', '.join(absent)} not installed" + (f"; {reason}" if reason else "")
         if reason:
@@ -908,13 +926,19 @@ class ServiceHost:
         if not plans:
             yield RunningServices(socat=self.socat)
             return
-        supports = {}
+        supports: dict[Server, ServerSupport] = {}
         for plan in plans:
             support = await self.support(plan.server)
             if support.description is None:
                 raise ServiceUnavailable(plan.name, plan.image, support.reason)
             supports[plan.server] = support
-        job = await asyncio.to_thread(self._claim)
+        claim = asyncio.create_task(asyncio.to_thread(self._claim))
+        try:
+            job = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # The thread finishes the claim anyway (briefly): give the directory back first.
+            await asyncio.to_thread(self._release, await claim)
+            raise
         instances: list[_Instance] = []
         refills: list[asyncio.Task[None]] = []
         try:
