@@ -31,9 +31,19 @@ files in place, so no hardlinks). A small pool of ready copies is refilled besid
 the next start is a rename; without one, the copy is made at start (holes kept sparse, reflinks
 where the filesystem has them).
 
-The server version is the host's (Debian's packages), which may differ from the image tag: each
-``RunningService`` says which server ran so the caller can report it. mysql images are served by
-MariaDB.
+Credentials are those the official image's entrypoint creates from the service's ``env``
+(``postgres_setup``, ``mariadb_setup``), refusals included (no POSTGRES_PASSWORD, no root password
+option): CI would have failed at "Initialize containers" too. The password is really required
+(postgres ``scram-sha-256``, or POSTGRES_HOST_AUTH_METHOD; mariadb's accounts have it), as for a TCP
+client of the image, so a wrong password in the repository fails here as it failed in CI; trust
+would have been safe (only the job reaches the instance) but would hide that failure.
+
+What differs from the images: the server version is the host's (Debian's packages), which may
+differ from the image tag, and each ``RunningService`` says which server ran so the caller can
+report it; mysql images are served by MariaDB; postgres' locale is C.UTF-8 (the image's is
+en_US.utf8, which Debian does not ship by default); POSTGRES_INITDB_ARGS and the like are ignored
+(noted); a service's ``options:``, ``volumes:`` and ``credentials:`` are not part of a
+``ServiceDeclaration``.
 
 Layout under ``root`` (``<data_dir>/jobenv``)::
 
@@ -48,7 +58,7 @@ Layout under ``root`` (``<data_dir>/jobenv``)::
 Leftovers of a crashed Shepherd are found by their lock: a job directory whose ``lock`` can be
 flocked (or is missing) belongs to no live process. Its servers died with Shepherd (bwrap
 ``--die-with-parent``); any still alive are killed by the pid recorded in ``pid``, checked against
-the recorded pid namespace so a reused pid is never hit. Then the directory is deleted. This runs
+its recorded start time and pid namespace so a reused pid is never hit. Then the directory is deleted. This runs
 before every start and on ``ServiceHost.reap()``.
 """
 
