@@ -5,8 +5,13 @@
 #   git         worktrees and fixtures (Debian package)
 #   node, npm   prettier's runtime (Debian packages)
 #   prettier    the bundled version, installed into the project-local prefix .tools/node
+#   postgresql, redis-server, mariadb-server, socat
+#               the private per-job instances of a workflow's `services:` (bot/jobenv/services.py)
+#               and the forwarders that make them reachable inside the sandbox (Debian packages;
+#               each job starts its own servers; the package's main cluster is what `make
+#               postgres` starts for the store tests)
 #
-# Usage: scripts/install-system-deps.sh [--no-node]
+# Usage: scripts/install-system-deps.sh [--no-node] [--no-services]
 #   Run as root (or with sudo available) for the apt-get part. Re-running is cheap.
 #   PRETTIER_VERSION overrides the bundled prettier version (default 3.10.1).
 set -euo pipefail
@@ -14,9 +19,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prettier_version="${PRETTIER_VERSION:-3.10.1}"
 with_node=1
+with_services=1
 for arg in "$@"; do
     case "$arg" in
         --no-node) with_node=0 ;;
+        --no-services) with_services=0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -34,10 +41,18 @@ if [ "$with_node" -eq 1 ]; then
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
 fi
+if [ "$with_services" -eq 1 ]; then
+    command -v socat >/dev/null || missing+=(socat)
+    compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null \
+        || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"
 fi
 
 if [ "$with_node" -eq 1 ]; then

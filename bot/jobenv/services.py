@@ -26,16 +26,29 @@ How an instance is isolated:
   anything PR SQL started) and its directories are deleted.
 
 Start-up is fast because ``initdb``/``mariadb-install-db`` run once per (server, version) into a
-template under ``<root>/templates``; each job copies the template (holes kept sparse, reflinks
-where the filesystem has them; postgres and mariadb write their files in place, so no hardlinks).
+template under ``<root>/templates``; each job takes a copy of it (postgres and mariadb write their
+files in place, so no hardlinks). A small pool of ready copies is refilled beside each job, so
+the next start is a rename; without one, the copy is made at start (holes kept sparse, reflinks
+where the filesystem has them).
 
-The server version is the host's (Debian's packages), which may differ from the image tag: each
-``RunningService`` says which server ran so the caller can report it. mysql images are served by
-MariaDB.
+Credentials are those the official image's entrypoint creates from the service's ``env``
+(``postgres_setup``, ``mariadb_setup``), refusals included (no POSTGRES_PASSWORD, no root password
+option): CI would have failed at "Initialize containers" too. The password is really required
+(postgres ``scram-sha-256``, or POSTGRES_HOST_AUTH_METHOD; mariadb's accounts have it), as for a TCP
+client of the image, so a wrong password in the repository fails here as it failed in CI; trust
+would have been safe (only the job reaches the instance) but would hide that failure.
+
+What differs from the images: the server version is the host's (Debian's packages), which may
+differ from the image tag, and each ``RunningService`` says which server ran so the caller can
+report it; mysql images are served by MariaDB; postgres' locale is C.UTF-8 (the image's is
+en_US.utf8, which Debian does not ship by default); POSTGRES_INITDB_ARGS and the like are ignored
+(noted); a service's ``options:``, ``volumes:`` and ``credentials:`` are not part of a
+``ServiceDeclaration``.
 
 Layout under ``root`` (``<data_dir>/jobenv``)::
 
     templates/<server>-<version>-<uid>/   data/ (and admin-password for postgres)
+    templates/<key>.pool/<copy>/          ready copies of data/, taken by a rename
     templates/<key>.lock                  shared while copying, exclusive while building
     services/.lock                        held while claiming a job directory or reaping
     services/<job>/lock                   flock held by the owning process for the job's life
@@ -45,7 +58,7 @@ Layout under ``root`` (``<data_dir>/jobenv``)::
 Leftovers of a crashed Shepherd are found by their lock: a job directory whose ``lock`` can be
 flocked (or is missing) belongs to no live process. Its servers died with Shepherd (bwrap
 ``--die-with-parent``); any still alive are killed by the pid recorded in ``pid``, checked against
-the recorded pid namespace so a reused pid is never hit. Then the directory is deleted. This runs
+its recorded start time and pid namespace so a reused pid is never hit. Then the directory is deleted. This runs
 before every start and on ``ServiceHost.reap()``.
 """
 
@@ -337,7 +350,6 @@ class _Plan:
     name: str
     image: str
     kind: ServiceKind
-    env: Mapping[str, str]
     #: The service's own loopback address; its name resolves to it.
     address: str
     forwards: tuple[Forward, ...]
@@ -374,7 +386,9 @@ def plan_services(declarations: Sequence[ServiceDeclaration]) -> list[_Plan]:
         name, image = decl.name, decl.image
         if not _NAME.fullmatch(name):
             raise ServiceError(f"service {name!r} (image {image}): not a valid service id")
-        if name.lower() in seen_names or name.lower() in {"localhost", "ip6-localhost"}:
+        if name.lower() in {"localhost", "ip6-localhost", "ip6-loopback"}:
+            raise ServiceError(f"service {name} (image {image}): the name is reserved")
+        if name.lower() in seen_names:
             raise ServiceError(f"service {name} (image {image}): the name is used twice")
         seen_names.add(name.lower())
         kind = provider_for(image)
@@ -389,10 +403,9 @@ def plan_services(declarations: Sequence[ServiceDeclaration]) -> list[_Plan]:
             for port in (host_port, container_port):
                 if not 1 <= port <= 65535:
                     raise ServiceError(f"service {name} (image {image}): port {port} is invalid")
-            if host_port < 1024:
-                raise ServiceUnavailable(
-                    name, image, f"host port {host_port} is privileged in the sandbox"
-                )
+                if port < 1024:
+                    # The sandbox keeps no capability, so it cannot bind a privileged port.
+                    raise ServiceUnavailable(name, image, f"port {port} is privileged")
             if host_port in host_ports:
                 raise ServiceError(
                     f"services {host_ports[host_port]} and {name} both publish port {host_port}"
@@ -407,9 +420,7 @@ def plan_services(declarations: Sequence[ServiceDeclaration]) -> list[_Plan]:
         forwards += [Forward(name, address, port, socket) for port in container_ports]
         postgres = postgres_setup(name, image, decl.env) if kind is ServiceKind.POSTGRES else None
         mariadb = mariadb_setup(name, image, kind, decl.env) if server is Server.MARIADB else None
-        plans.append(
-            _Plan(index, name, image, kind, decl.env, address, tuple(forwards), postgres, mariadb)
-        )
+        plans.append(_Plan(index, name, image, kind, address, tuple(forwards), postgres, mariadb))
     return plans
 
 
@@ -420,37 +431,47 @@ def hosts_file(plans: Sequence[_Plan]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _proc_net_pattern(address: str, port: int) -> tuple[str, str]:
-    """The /proc/net table and the text of a LISTEN line for address:port (kernel byte order)."""
+def _proc_net_address(address: str, port: int) -> tuple[str, str]:
+    """The /proc/net table listing address:port, and how it writes it (kernel byte order)."""
     if address == "::1":
-        return "/proc/net/tcp6", f" 00000000000000000000000001000000:{port:04X} {'0' * 32}:0000 0A "
+        return "/proc/net/tcp6", f"00000000000000000000000001000000:{port:04X}"
     octets = [int(part) for part in address.split(".")]
-    hex_address = "".join(f"{octet:02X}" for octet in reversed(octets))
-    return "/proc/net/tcp", f" {hex_address}:{port:04X} 00000000:0000 0A "
+    return "/proc/net/tcp", "".join(f"{o:02X}" for o in reversed(octets)) + f":{port:04X}"
 
 
 def forward_script(forwards: Sequence[Forward], *, socat: str) -> str:
     """The ``sh`` script of ``RunningServices.wrap``: start the forwarders, wait until each
-    listens (its LISTEN line in /proc/net/tcp), run ``"$@"``, stop the forwarders, exit with the
-    command's status."""
+    listens, run ``"$@"``, stop the forwarders, exit with the command's status.
+
+    A forwarder listens when /proc/net shows a LISTEN socket on its address whose inode is one of
+    the forwarder's own descriptors: another listener there (a sandbox sharing the host's network,
+    where 127.0.0.1:5432 may be the host's database) is a failure, never a success.
+    """
     lines = [
         "set -u",
         "pids=''",
         'fail() { echo "shepherd: $1" >&2; [ -z "$pids" ] || kill $pids 2>/dev/null; '
         f"exit {WRAPPER_FAILED}; }}",
-        f'forward() {{ {shlex.quote(socat)} -lf /dev/null "$1" "UNIX-CONNECT:$2" </dev/null >/dev/null 2>&1 & '
-        'last=$!; pids="$pids $last"; }',
-        # pid table pattern what: until the LISTEN line shows, unless the forwarder died.
-        'listening() { n=0; until grep -q "$3" "$2"; do kill -0 "$1" 2>/dev/null || '
-        'fail "$4: cannot listen"; n=$((n+1)); [ $n -le 2000 ] || fail "$4: not listening"; '
-        "sleep 0.005; done; }",
+        f'forward() {{ {shlex.quote(socat)} -lf /dev/null "$1" "UNIX-CONNECT:$2" '
+        '</dev/null >/dev/null 2>&1 & last=$!; pids="$pids $last"; }',
+        # owns PID INODE: whether the socket is one of the process's descriptors.
+        'owns() { for fd in /proc/"$1"/fd/*; do [ "$(readlink "$fd" 2>/dev/null)" = '
+        '"socket:[$2]" ] && return 0; done; return 1; }',
+        # listening PID TABLE ADDRESS WHAT: until PID listens on ADDRESS, or fail.
+        "listening() { n=0; while :; do",
+        "  while read -r _ local _ st _ _ _ _ _ inode _; do",
+        '    [ "$local" = "$3" ] && [ "$st" = 0A ] && owns "$1" "$inode" && return 0',
+        '  done < "$2"',
+        '  kill -0 "$1" 2>/dev/null || fail "$4: cannot listen"',
+        '  n=$((n+1)); [ $n -le 2000 ] || fail "$4: not listening after 10 s"; sleep 0.005',
+        "done; }",
         # IPv6 forwarders only where the sandbox's loopback has ::1.
         "ipv6=0",
         "grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null && ipv6=1",
     ]
     waits: list[str] = []
     for number, fwd in enumerate(forwards):
-        table, pattern = _proc_net_pattern(fwd.address, fwd.port)
+        table, local = _proc_net_address(fwd.address, fwd.port)
         if ":" in fwd.address:
             listen = f"TCP6-LISTEN:{fwd.port},bind=[{fwd.address}],ipv6only=1,fork,reuseaddr"
             where, guard = f"[{fwd.address}]:{fwd.port}", "[ $ipv6 = 0 ] || "
@@ -459,7 +480,7 @@ def forward_script(forwards: Sequence[Forward], *, socat: str) -> str:
             where, guard = f"{fwd.address}:{fwd.port}", ""
         lines.append(f"{guard}{{ forward '{listen}' '{fwd.socket}'; p{number}=$last; }}")
         waits.append(
-            f"{guard}listening \"$p{number}\" {table} '{pattern}' 'service {fwd.service} at {where}'"
+            f"{guard}listening \"$p{number}\" {table} {local} 'service {fwd.service} at {where}'"
         )
     lines += waits
     lines += ['"$@"', "status=$?", '[ -z "$pids" ] || kill $pids 2>/dev/null', 'exit "$status"']
@@ -472,7 +493,7 @@ def forward_script(forwards: Sequence[Forward], *, socat: str) -> str:
 class Template(StrEnum):
     """Where a service's data directory came from."""
 
-    WARM = "warm"  # copied from an existing template
+    WARM = "warm"  # a copy of an existing template (from the pool, or made at start)
     COLD = "cold"  # the template was built for this start
     NONE = "none"  # the server needs no template (redis starts empty)
 
@@ -516,8 +537,10 @@ class RunningServices:
       listener check).
     - ``wrap(argv)``: the argv to run inside the sandbox instead of ``argv``. It starts the socat
       forwarders, waits until each listens, runs ``argv`` and exits with its status. When a
-      forwarder cannot listen it prints ``shepherd: service NAME: cannot listen on ADDR:PORT``
-      and exits with ``WRAPPER_FAILED`` (125) without running ``argv``.
+      forwarder cannot listen it prints ``shepherd: service NAME at ADDR:PORT: cannot listen``
+      and exits with ``WRAPPER_FAILED`` (125) without running ``argv``. A listener that is not
+      the forwarder's own (in a sandbox sharing the host's network, where 127.0.0.1:5432 may be
+      the host's database) counts as a failure.
 
     With no services both are no-ops (``[]`` and ``argv`` unchanged).
     """
@@ -580,6 +603,8 @@ _MARIADB_OPTIONS = (
     "--innodb-doublewrite=0",
     "--innodb-buffer-pool-load-at-startup=0",
     "--innodb-buffer-pool-dump-at-shutdown=0",
+    # The temporary tablespace is written out in full at every start: start it small.
+    "--innodb-temp-data-file-path=ibtmp1:1M:autoextend",
     "--tmpdir=/tmp",
 )
 #: The only accounts a template keeps, as the image does (it drops root@127.0.0.1, root@::1 and
@@ -588,6 +613,8 @@ _MARIADB_TEMPLATE_SQL = b"""\
 DELETE FROM mysql.global_priv WHERE NOT (Host = 'localhost' AND User IN ('root', 'mariadb.sys'));
 DELETE FROM mysql.proxies_priv WHERE Host <> 'localhost';
 """
+#: A database created from template1 when the template is built, renamed to POSTGRES_DB per job.
+_PG_SPARE_DATABASE = "shepherd_spare_database"
 #: Appended to a postgres template's postgresql.conf.
 _POSTGRES_CONF = f"""
 # Shepherd: a private per-job instance, reachable only through its unix socket.
@@ -713,12 +740,13 @@ async def _flock(fd: int, operation: int) -> None:
 
 
 def _rmtree(path: Path) -> None:
-    def report(_function: object, failed: str, exc: BaseException) -> None:
-        if not isinstance(exc, FileNotFoundError):
-            logger.warning("services: could not delete %s: %s", failed, exc)
+    """Delete a tree; what cannot be deleted is logged (the next reap retries), not raised."""
 
-    # onerror, not onexc: Python 3.11.
-    shutil.rmtree(path, onerror=lambda function, failed, info: report(function, failed, info[1]))
+    def report(_function: object, failed: str, info: tuple[type, BaseException, object]) -> None:
+        if not isinstance(info[1], FileNotFoundError):
+            logger.warning("services: could not delete %s: %s", failed, info[1])
+
+    shutil.rmtree(path, onerror=report)  # onexc is Python 3.12
 
 
 @dataclass
@@ -804,6 +832,7 @@ class ServiceHost:
         socat: str = "socat",
         ready_timeout: float = 60.0,
         template_timeout: float = 300.0,
+        pool_size: int = 2,
     ) -> None:
         self.root = root.resolve()
         longest = self.root / "services" / "0123abcd" / "249" / "run" / ".s.PGSQL.5432"
@@ -817,7 +846,10 @@ class ServiceHost:
         self.socat = socat
         self.ready_timeout = ready_timeout
         self.template_timeout = template_timeout
+        #: Ready copies of each template kept for the next jobs (0: copy at every start).
+        self.pool_size = pool_size
         self._support: dict[Server, ServerSupport] = {}
+        self._problem: str | None = None
 
     @property
     def templates(self) -> Path:
@@ -829,13 +861,29 @@ class ServiceHost:
 
     # -- what this host can run --------------------------------------------------------------
 
-    def _tools_missing(self) -> str:
-        missing = [
-            tool
-            for tool in (self.bwrap, self.socat) + (("setpriv",) if os.geteuid() == 0 else ())
-            if _which(tool) is None
-        ]
-        return f"{', '.join(missing)} not installed" if missing else ""
+    async def _host_problem(self) -> str:
+        """What keeps this host from running any server sandbox ("" when nothing)."""
+        if self._problem is not None:
+            return self._problem
+        tools = (self.bwrap, self.socat) + (("setpriv",) if os.geteuid() == 0 else ())
+        missing = [tool for tool in tools if _which(tool) is None]
+        problem = f"{', '.join(missing)} not installed" if missing else ""
+        if not problem:
+            # The namespaces a server's sandbox needs (user namespaces too, when not root).
+            bwrap = _which(self.bwrap) or self.bwrap
+            namespaces = (
+                ["--unshare-all"] if os.geteuid() != 0 else ["--unshare-pid", "--unshare-net"]
+            )
+            try:
+                await _run(
+                    [bwrap, *namespaces, "--ro-bind", "/", "/", "true"],
+                    timeout=30,
+                    what="bubblewrap",
+                )
+            except ServiceError as exc:
+                problem = f"bubblewrap cannot create namespaces here ({exc})"
+        self._problem = problem
+        return problem
 
     async def support(self, server: Server) -> ServerSupport:
         """Whether ``server`` can run here, and which version (probed once per host object)."""
@@ -844,7 +892,7 @@ class ServiceHost:
             return known
         programs = _programs(server)
         absent = [name for name, path in programs.items() if path is None]
-        reason = self._tools_missing()
+        reason = await self._host_problem()
         if absent:
             reason = f"{', '.join(absent)} not installed" + (f"; {reason}" if reason else "")
         if reason:
@@ -888,14 +936,21 @@ class ServiceHost:
         if not plans:
             yield RunningServices(socat=self.socat)
             return
-        supports = {}
+        supports: dict[Server, ServerSupport] = {}
         for plan in plans:
             support = await self.support(plan.server)
             if support.description is None:
                 raise ServiceUnavailable(plan.name, plan.image, support.reason)
             supports[plan.server] = support
-        job = await asyncio.to_thread(self._claim)
+        claim = asyncio.create_task(asyncio.to_thread(self._claim))
+        try:
+            job = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # The thread finishes the claim anyway (briefly): give the directory back first.
+            await asyncio.to_thread(self._release, await claim)
+            raise
         instances: list[_Instance] = []
+        refills: list[asyncio.Task[None]] = []
         try:
             (job.path / "hosts").write_text(hosts_file(plans))
             (job.path / "hosts").chmod(0o644)
@@ -910,6 +965,13 @@ class ServiceHost:
             except BaseExceptionGroup as failed:
                 # One service failed and the others were cancelled: raise the failure itself.
                 raise _first_error(failed) from None
+            if self.pool_size > 0:
+                # Owned by this job and awaited when it ends, whatever happens.
+                refills = [
+                    asyncio.create_task(self._refill_pool(server, supports[server]))
+                    for server in dict.fromkeys(plan.server for plan in plans)
+                    if server is not Server.REDIS
+                ]
             yield RunningServices(
                 services=tuple(task.result() for task in tasks),
                 directory=job.path,
@@ -923,7 +985,7 @@ class ServiceHost:
         finally:
             for instance in instances:
                 instance.kill()
-            await asyncio.gather(*(instance.wait(10.0) for instance in instances))
+            await asyncio.gather(*(instance.wait(10.0) for instance in instances), *refills)
             await asyncio.to_thread(self._release, job)
 
     async def reap(self) -> list[Path]:
@@ -1186,7 +1248,10 @@ class ServiceHost:
         except (ValueError, KeyError, TypeError) as exc:
             await instance.wait(10.0)
             raise instance.failure("the server's sandbox did not start") from exc
-        (instance.directory / "pid").write_text(f"{instance.init_pid} {instance.pid_namespace}\n")
+        started = process_start_time(instance.init_pid)
+        (instance.directory / "pid").write_text(
+            f"{instance.init_pid} {started} {instance.pid_namespace}\n"
+        )
 
     async def _poll(
         self,
@@ -1206,8 +1271,9 @@ class ServiceHost:
     async def _copy_template(
         self, server: Server, support: ServerSupport, user: _User | None, dest: Path
     ) -> tuple[bool, str]:
-        """Copy the server's template data directory to ``dest``, building the template first if
-        it is missing. Whether it was built now, and the template's admin password (postgres)."""
+        """Put a copy of the server's template data directory at ``dest``: a ready copy from the
+        pool if there is one (a rename), else a copy made now; the template is built first if it
+        is missing. Whether it was built now, and the template's admin password (postgres)."""
         self.templates.mkdir(parents=True, exist_ok=True)
         key = _template_key(server, support, user)
         final = self.templates / key
@@ -1222,16 +1288,61 @@ class ServiceHost:
                     await self._build_template(server, support, user, key)
                     built = True
                 await _flock(fd, fcntl.LOCK_SH)
-            await _run(
-                ["cp", "-a", "--reflink=auto", str(final / "data"), str(dest)],
-                timeout=self.template_timeout,
-                what=f"copying the {server} template",
-            )
+            if not _take_from_pool(self.templates / f"{key}.pool", dest):
+                await _run(
+                    ["cp", "-a", "--reflink=auto", str(final / "data"), str(dest)],
+                    timeout=self.template_timeout,
+                    what=f"copying the {server} template",
+                )
             password_file = final / "admin-password"
             admin_password = password_file.read_text() if password_file.exists() else ""
         finally:
             os.close(fd)
         return built, admin_password
+
+    async def _refill_pool(self, server: Server, support: ServerSupport) -> None:
+        """Copy the template into its pool until it holds ``pool_size`` ready copies. Runs beside
+        the job that took a copy, so the next job's start is a rename instead of a copy."""
+        user = self._user(server)
+        key = _template_key(server, support, user)
+        pool = self.templates / f"{key}.pool"
+        fd = os.open(self.templates / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                # Nobody copies from the template now: an unfinished copy was left by a crash.
+                for stale in pool.glob(".copy-*"):
+                    _rmtree(stale)
+            await _flock(fd, fcntl.LOCK_SH)
+            if not (self.templates / key).is_dir():
+                return
+            pool.mkdir(mode=0o700, exist_ok=True)
+            while sum(1 for p in pool.iterdir() if not p.name.startswith(".")) < self.pool_size:
+                token = secrets.token_hex(4)
+                partial = pool / f".copy-{token}"
+                try:
+                    await _run(
+                        [
+                            "cp",
+                            "-a",
+                            "--reflink=auto",
+                            str(self.templates / key / "data"),
+                            str(partial),
+                        ],
+                        timeout=self.template_timeout,
+                        what=f"copying the {server} template",
+                    )
+                    os.rename(partial, pool / token)
+                except BaseException:
+                    _rmtree(partial)
+                    raise
+        except (ServiceError, OSError) as exc:
+            logger.warning("services: could not refill the %s pool: %s", key, exc)
+        finally:
+            os.close(fd)
 
     async def _build_template(
         self, server: Server, support: ServerSupport, user: _User | None, key: str
@@ -1291,6 +1402,16 @@ class ServiceHost:
             what="initdb",
         )
         os.chown(password_file, os.geteuid(), os.getegid())
+        # CREATE DATABASE copies template1 page by page (a third of a second): the template has
+        # one ready, which each job renames to POSTGRES_DB (or drops).
+        await self._sandboxed(
+            [support.programs["postgres"], "--single", "-D", _SERVICE_DATA, "postgres"],
+            user=user,
+            data=build / "data",
+            # FILE_COPY: no WAL for the copied pages, so the template stays small.
+            stdin=f"CREATE DATABASE {_PG_SPARE_DATABASE} STRATEGY = FILE_COPY\n".encode(),
+            what="postgres --single",
+        )
         with (build / "data" / "postgresql.conf").open("a") as conf:
             conf.write(_POSTGRES_CONF)
 
@@ -1359,12 +1480,34 @@ class ServiceHost:
 
         await self._poll(instance, ready, deadline)
 
-        async def run(user: str, password: str, *statements: str) -> None:
+        user = _pg_ident(setup.user)
+        password = _pg_string(setup.password) if setup.password else "NULL"
+        statements = [f"ALTER ROLE postgres PASSWORD {password}"]
+        if setup.user != "postgres":
+            # The image's bootstrap superuser *is* POSTGRES_USER (there is no "postgres" role):
+            # rename the template's. A session cannot rename its own session user, so it
+            # becomes a helper role for the rename, then back.
+            helper = f"shepherd_setup_{secrets.token_hex(4)}"
+            statements = [
+                f"CREATE ROLE {helper} SUPERUSER",
+                f"SET SESSION AUTHORIZATION {helper}",
+                f"ALTER ROLE postgres RENAME TO {user}",
+                f"ALTER ROLE {user} PASSWORD {password}",
+                "RESET SESSION AUTHORIZATION",
+                f"DROP ROLE {helper}",
+            ]
+        if setup.database == "postgres":
+            statements.append(f"DROP DATABASE {_PG_SPARE_DATABASE}")
+        elif setup.database != _PG_SPARE_DATABASE:
+            # As CREATE DATABASE by POSTGRES_USER: a copy of template1 it owns.
+            database = _pg_ident(setup.database)
+            statements.append(f"ALTER DATABASE {_PG_SPARE_DATABASE} RENAME TO {database}")
+        try:
             conn = await asyncpg.connect(
                 host=str(instance.run),
                 port=5432,
-                user=user,
-                password=password,
+                user="postgres",
+                password=admin_password,
                 database="postgres",
                 timeout=max(deadline - time.monotonic(), 1.0),
             )
@@ -1373,38 +1516,6 @@ class ServiceHost:
                     await conn.execute(statement)
             finally:
                 await conn.close()
-
-        password = _pg_string(setup.password) if setup.password else "NULL"
-        create_db = (
-            (f"CREATE DATABASE {_pg_ident(setup.database)}",)
-            if setup.database != "postgres"
-            else ()
-        )
-        try:
-            if setup.user == "postgres":
-                await run(
-                    "postgres",
-                    admin_password,
-                    f"ALTER ROLE postgres PASSWORD {password}",
-                    *create_db,
-                )
-            else:
-                # The image's bootstrap superuser *is* POSTGRES_USER (no "postgres" role exists):
-                # rename the template's, from a helper role, since a session cannot rename its
-                # own user.
-                helper = f"shepherd_setup_{secrets.token_hex(4)}"
-                await run(
-                    "postgres",
-                    admin_password,
-                    f"CREATE ROLE {helper} SUPERUSER LOGIN PASSWORD {_pg_string(admin_password)}",
-                )
-                await run(
-                    helper,
-                    admin_password,
-                    f"ALTER ROLE postgres RENAME TO {_pg_ident(setup.user)}",
-                    f"ALTER ROLE {_pg_ident(setup.user)} PASSWORD {password}",
-                )
-                await run(setup.user, setup.password, f"DROP ROLE {helper}", *create_db)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise instance.failure(f"applying the declared credentials failed: {exc}") from exc
 
@@ -1482,6 +1593,25 @@ def _template_key(server: Server, support: ServerSupport, user: _User | None) ->
     return f"{server}-{support.version}-{uid}"
 
 
+def _take_from_pool(pool: Path, dest: Path) -> bool:
+    """Move a ready copy from the pool to ``dest``; whether there was one. The rename is what
+    claims it: of two jobs taking the same copy, one finds it gone and tries the next."""
+    try:
+        ready = sorted(p for p in pool.iterdir() if not p.name.startswith("."))
+    except FileNotFoundError:
+        return False
+    for copy in ready:
+        try:
+            os.rename(copy, dest)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("services: cannot take %s from the pool: %s", copy, exc)
+            return False
+        return True
+    return False
+
+
 def _remove_template(path: Path) -> None:
     fd = os.open(path.parent / f"{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -1490,16 +1620,28 @@ def _remove_template(path: Path) -> None:
         os.close(fd)
         return  # still being copied: the next build removes it
     try:
+        _rmtree(path.parent / f"{path.name}.pool")
         _rmtree(path)
         (path.parent / f"{path.name}.lock").unlink(missing_ok=True)
     finally:
         os.close(fd)
 
 
-def _kill_leftover(pid_file: Path) -> None:
-    """SIGKILL a crashed job's server namespace, if its init still runs (and is still it)."""
+def process_start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): with its pid, names it uniquely."""
     try:
-        pid_text, namespace = pid_file.read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which may contain spaces: ") state ppid ... starttime".
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _kill_leftover(pid_file: Path) -> None:
+    """SIGKILL a crashed job's server namespace, if its init still runs. The pid, its start time
+    and its pid namespace must all match: pids and namespace numbers are both reused."""
+    try:
+        pid_text, started, namespace = pid_file.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return
@@ -1509,7 +1651,9 @@ def _kill_leftover(pid_file: Path) -> None:
             if os.readlink(f"/proc/{pid}/ns/pid") != namespace:
                 return
         except OSError:
-            return  # gone (or a zombie, already dead)
+            return  # gone
+        if str(process_start_time(pid)) != started:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
