@@ -248,7 +248,11 @@ MONOREPO = Case(
     },
     job="billing",
     command="ruff format --check .",
-    output=("Would reformat: invoices.py", "1 file would be reformatted, 1 file already formatted"),
+    output=(
+        "unformatted: File would be reformatted",
+        " --> invoices.py:2:16",
+        "1 file would be reformatted",
+    ),
     fixer="ruff-format",
     working_directory="services/billing",
 )

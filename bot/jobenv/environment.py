@@ -564,8 +564,10 @@ class JobEnvironments:
                     ro_binds.append((mount, str(mount)))
             path.insert(0, f"{SANDBOX_VENV}/bin")
             env["VIRTUAL_ENV"] = SANDBOX_VENV
-        env.update({k: v.replace(WORKSPACE, tree) for k, v in job.env.items()})
         failing = job.failing_step
+        # The failing step's own environment: workflow < job < step, as the workflow resolves it.
+        job_env = failing.env if failing is not None else job.env
+        env.update({k: v.replace(WORKSPACE, tree) for k, v in job_env.items()})
         workdir = _confined_workdir(failing.working_directory if failing else None, tree)
         record.working_directory = workdir or ""
         return JobEnvironment(

@@ -21,6 +21,13 @@ _SPACE = re.compile(r"\s+")
 #: What the distiller adds to a line: a repeat count, a cut marker.
 _DECORATION = re.compile(r"\s*\(×\d+\)$|…\[\+\d+ chars\]$")
 _SHOWN = 200
+#: Lines every failure of a kind prints (a test summary, the runner's exit line): they do not
+#: show that it failed the same way, so they count only when nothing more specific exists.
+_GENERIC = re.compile(
+    r"^(=+ )?N (failed|passed|errors?|error|tests?)\b|Process completed with exit code|"
+    r"^Found N errors?\b|^N files? would be reformatted|^# (fail|pass) N",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ def compare(
         shown = f": CI printed `{clean_line(first)[:_SHOWN]}`" if first else ""
         return Reproduction(False, f"passed here (exit 0){shown}")
     wanted = [(line, _norm(line)) for line in ci_lines if _norm(line)]
+    specific = [(line, norm) for line, norm in wanted if not _GENERIC.search(norm)]
+    wanted = specific or wanted
     if not wanted:
         return Reproduction(True, f"failed as in CI (exit {exit_code})")
     here = "\n".join(_norm(line) for line in output.splitlines())
