@@ -22,7 +22,7 @@ from bot.blueprint import (
     Plan,
     Step,
     TreeRepair,
-    diagnose,
+    diagnose_steps,
     outcome_for,
     plan_repair,
     repair_tree,
@@ -31,7 +31,7 @@ from bot.classify import file_locations
 from bot.episodes import BudgetState, EventKind, budget_state, last_event, pending_push
 from bot.errors import GitHubError, PushRejected, SandboxUnavailable
 from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
-from bot.logs import distill
+from bot.logs import distill_steps
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter, ReportGitHub
@@ -185,7 +185,8 @@ async def wait_for_settled(
 
 async def _diagnose_run(
     gh: RepairGitHub, req: RepairRequest, run: JSONObject, *, fixers: Sequence[Fixer], wt: Worktree
-) -> Diagnosis:
+) -> list[Diagnosis]:
+    """One diagnosis per failed step of the check run's job."""
     name = str(run.get("name") or "check")
     conclusion = str(run.get("conclusion") or "")
     is_actions = (run.get("app") or {}).get("slug") == ACTIONS_APP_SLUG
@@ -199,9 +200,9 @@ async def _diagnose_run(
     else:
         output = run.get("output") or {}
         raw = "\n".join(str(output.get(k) or "") for k in ("title", "summary", "text"))
-    return diagnose(
+    return diagnose_steps(
         name,
-        distill(raw),
+        distill_steps(raw),
         fixers=fixers,
         repo=WorktreeFiles(wt.path),
         job_conclusion=conclusion,
@@ -382,7 +383,9 @@ async def run_repair(
         token=token,
         fetch_ref=f"refs/pull/{pr}/head",
     ) as wt:
-        diagnoses = [await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt) for r in failed]
+        diagnoses = [
+            d for r in failed for d in await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt)
+        ]
         # Only commands the maintainers' workflows run (at the base SHA) are ever executed.
         workflows = workflow_commands(await read_tree_files(wt, base_sha, ".github/workflows"))
         diagnoses = [
@@ -412,7 +415,12 @@ async def run_repair(
             ],
         )
         plan = plan_repair(
-            diagnoses, state=state, config=config, is_agent_pr=verdict.is_agent, llm=gate
+            diagnoses,
+            state=state,
+            config=config,
+            is_agent_pr=verdict.is_agent,
+            llm=gate,
+            order=[f.name for f in env.fixers],
         )
         outcome = await _execute(
             gh,
