@@ -126,7 +126,6 @@ _HUMAN_RULES = (
             r"ResolutionImpossible|conflicting dependencies|version solving failed"
             r"|ERESOLVE (?:unable|could not)|No solution found when resolving"
             r"|Could not find compatible versions|dependency conflict|requirements are unsatisfiable"
-            r"|requirements could not be resolved to an installable set of packages"
         ),
         "The dependency resolver reports an unsatisfiable combination of pins: which pin gives way "
         "is a product decision.",
@@ -140,6 +139,7 @@ _HUMAN_RULES = (
             r"|Could not resolve dependencies for project|No matching version found for"
             r"|is not in (?:the|this) (?:npm )?registry|no matching package named"
             r"|Unable to find a specification for|Failed to download remote repository"
+            r"|requirements could not be resolved to an installable set"
         ),
         "A dependency the build asks for is not available from its package index, or not in the "
         "version asked for: which version or source to use is a maintainer's decision.",
@@ -271,9 +271,7 @@ _AGENT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ),
     (
         "cargo test",
-        re.compile(
-            r"test result: FAILED|panicked at |^---- \S+ stdout ----$|^error: test failed"
-        ),
+        re.compile(r"test result: FAILED|panicked at |^---- \S+ stdout ----$|^error: test failed"),
         "Rust tests failed on a code or test problem an LLM repair may address.",
     ),
     (
@@ -327,7 +325,7 @@ _AGENT_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         re.compile(
             r"^\S+:\d+:\d+: [A-Z]+\d+ |^\s*--> \S+:\d+:\d+|^Found \d+ errors?\.|\u2716 \d+ problems?"
             r"|would reformat|Would reformat|Imports are incorrectly sorted|Code style issues"
-            r"|^(?![/\\])(?!\S*://)[\w.][\w./-]*\.\w+:\d+(?::\d+)?:\s*\S"
+            r"|^\s*(?![/\\])(?!\S*://)[\w.][\w./-]*\.\w+:\d+(?::\d+)?:\s*\S"
         ),
         "Lint or format findings that no configured fixer repairs; an LLM repair may address them.",
     ),
@@ -484,7 +482,8 @@ _STATUS_ONLY = re.compile(
 _MISSING_DEPENDENCY = re.compile(
     r"No module named '?[\w.]+|Cannot find module '[^'./][^']*'|cannot load such file -- \S+"
     r"|there is no package called|package \S+ is not installed|command not found"
-    r"|is not recognized as an internal or external command",
+    r"|is not recognized as an internal or external command"
+    r"|(?:error|failed|failure)\b.{0,40}\bwhile (?:installing|downloading|bootstrapping)",
     re.I,
 )
 # Where installed dependencies live: a failure located only there is a tool or dependency that
@@ -493,14 +492,16 @@ _DEPENDENCY_DIR = re.compile(
     r"/(?:node_modules|site-packages|dist-packages|vendor/bundle|\.cargo/registry|pkg/mod"
     r"|\.m2/repository|gems/[^/\s]+/gems)/"
 )
+# A finding about a project file: a relative ``path:line`` at the start of the line.
+_FINDING = re.compile(r"^\s*(?![/\\])(?!\S*://)[\w.][\w./-]*\.\w+:\d+\b")
 _LOCATION = re.compile(r"(?P<path>[\w./\\@+-]*[\w@+-]\.\w+):(?P<line>\d+)")
 
 
 def _fallback(log: DistilledLog, lines: Sequence[str]) -> Classification | None:
     """No rule matched: read the failure lines the distiller kept, whatever the log's format."""
-    failures = [
-        line for line in log.error_lines if not _STATUS_ONLY.search(line) and line.strip()
-    ]
+    failures = [line for line in log.error_lines if not _STATUS_ONLY.search(line) and line.strip()]
+    # A linter that prints only ``path:line`` findings, no error word.
+    failures = failures or _matching(_FINDING, lines)
     if not failures:
         return None
     missing = _matching(_MISSING_DEPENDENCY, lines)

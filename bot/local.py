@@ -98,9 +98,7 @@ def diagnose_log(
             update={
                 "outcome": OutcomeKind.NOOP,
                 "title": f"Fixable: {', '.join(dict.fromkeys(repairs)) or 'LLM repair'}",
-                "detail": " ".join(
-                    dict.fromkeys(d.classification.reason for d in diagnoses)
-                ),
+                "detail": " ".join(dict.fromkeys(d.classification.reason for d in diagnoses)),
                 "next_action": NextAction.FIX_LOCALLY,
             }
         )
@@ -145,9 +143,7 @@ async def fix_repo(
     llm_skip_reason: str = "",
 ) -> LocalResult:
     """Run the repair ladder on ``repo_dir``; a verified fix is left in the working tree."""
-    repo_dir, config, diagnoses = await asyncio.to_thread(
-        _load_local, repo_dir, log_path, fixers
-    )
+    repo_dir, config, diagnoses = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers)
     logs = tuple(d.log for d in diagnoses)
     gate = LlmGate(agent is not None, llm_skip_reason or "no ANTHROPIC_API_KEY configured")
     plan = plan_repair(

@@ -93,6 +93,12 @@ class DistilledLog:
     #: --check .``): the tool behind ``npm run lint`` that a fixer may recognise.
     scripts: tuple[str, ...] = ()
 
+    @property
+    def commands(self) -> str:
+        """The step's command and the commands its package scripts ran, one per line: what a
+        fixer looks for its tool in."""
+        return "\n".join(c for c in (self.command, *self.scripts) if c)
+
 
 @dataclass(frozen=True)
 class JobText:
@@ -118,7 +124,9 @@ class JobText:
 # trailing space in copies.
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d) ?")
 # CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks) and two-byte escapes.
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_]|\([0-9A-B])")
+_ANSI = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_]|\([0-9A-B])"
+)
 # What is left of colour codes when a copy dropped the ESC byte (LogChunks, some pastes).
 _ANSI_REMNANT = re.compile(r"\[(?:\d{1,3}(?:;\d{1,3})*)?[mK]")
 # Control characters left after ANSI removal: a hostile log must not drive a reader's terminal.
@@ -164,7 +172,7 @@ _JOB_NAME = "Complete job name: "
 #: error; neither is a zero count (``0 failed``, ``Errors: 0``), nor a warning.
 ERROR_LINE = re.compile(
     r"(?<![-\w./=])(?:error|errors|fatal|failed|failure|failures|failing|fail|fails)(?![-\w])"
-    r"|\bERR!|^E {2,}|\w(?:Error|Exception)\b|Traceback \(most|\bFAIL\b|\bFAILED\b"
+    r"|\bERR!|^E {2,}|(?-i:\w(?:Error|Exception)\b)|Traceback \(most|\bFAIL\b|\bFAILED\b"
     r"|panicked at|\bpanic:|Segmentation fault|\bKilled\b|Test Failed at|Error During Test"
     r"|^\s*(?:✗|✘|×|✖|✕|❌|●)\s|^\s*\[-\] |^\s*not ok \d|^--- FAIL"
     r"|would reformat|\d+ fixable|Oh no!|Imports are incorrectly sorted"
@@ -244,6 +252,7 @@ _NOISE = re.compile(
     # passing and skipped tests
     r"|(?-i:\b(?:PASSED|SKIPPED)\b)|^\s*(?:✓|✔|√)\s|^\s*ok \d+ |^ok\s+\S+\s+[\d.]+s$"
     r"|\.{3,} ?(?:ok|passed|SUCCESS|skipped)\b|\bSUCCESS \[|\bTests run: \d+, Failures: 0, Errors: 0"
+    r"|\s(?-i:OK|ok|PASS|PASSED|passed)\s*$"
     # licence banners from version output
     r"|WITHOUT ANY WARRANTY|This is free software|General Public License|NO\s+warranty"
     r"|Copyright \(C\) \d{4}|see the source for copying conditions|Permission is hereby granted"
@@ -349,9 +358,9 @@ def _kind(line: str) -> int:
 
 def is_error_line(line: str) -> bool:
     """Whether a rendered line looks like an error (not a zero count, advice, a banner, a warning)."""
-    return _kind(line) >= _ERROR and not _STRUCTURE_ONLY.match(line) and not _EXIT_LINE.match(
-        line
-    ) or bool(_EXIT_LINE.match(line))
+    if _EXIT_LINE.match(line):
+        return True
+    return _kind(line) >= _ERROR and not _STRUCTURE_ONLY.match(line)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,9 +526,7 @@ def _read_web(text: str) -> str:
             end = _web_header_end(lines, i + 1)
             if end > i + 1:
                 header = lines[i + 1 : end]
-                indent = min(
-                    (len(h) - len(h.lstrip()) for h in header if h.strip()), default=0
-                )
+                indent = min((len(h) - len(h.lstrip()) for h in header if h.strip()), default=0)
                 out.append(f"##[group]Run {m.group(1)}")
                 out += [h[indent:] for h in header]
                 out.append("##[endgroup]")
@@ -557,12 +564,10 @@ def _web_header_end(lines: Sequence[str], start: int) -> int:
         line = lines[j]
         stripped = line.strip()
         indent = len(line) - len(line.lstrip())
-        if stripped in ("with:", "env:") or stripped.startswith("working-directory:"):
-            j += 1
-        elif stripped and indent > base:
-            j += 1
-        else:
+        header_key = stripped in ("with:", "env:") or stripped.startswith("working-directory:")
+        if not header_key and not (stripped and indent > base):
             break
+        j += 1
     return j
 
 
@@ -649,8 +654,7 @@ def _leading_header_end(text: str, events: Sequence[_Event]) -> _Event | None:
         return None
     lines = [_body(line.rstrip("\r")) for line in text[: first.offset].split("\n")[-400:]]
     if any(
-        line.startswith(("shell: ", "with:", "env:")) or _HEADER_KEY.match(line)
-        for line in lines
+        line.startswith(("shell: ", "with:", "env:")) or _HEADER_KEY.match(line) for line in lines
     ):
         return first
     return None
@@ -759,14 +763,15 @@ def _transcript(text: str) -> _Parsed:
         else:
             steps.append(step)
     if not steps and prompts:
-        # No failed exit status: the log ends inside its last command (a cut-off transcript).
+        # No failed exit status: the log ends inside its last command (a cut-off transcript of a
+        # failed job), so that command is the one that failed.
         last = prompts[-1]
         step = _Step(title=last[2], start=last[0], header_start=last[0], command=last[2])
         step.header_end = last[0]
         step.out_start = min(last[1], len(text))
         step.end = len(text)
-        if _unmarked_failure(text, [step]) is not None:
-            steps.append(step)
+        step.has_error = True
+        steps.append(step)
     return _Parsed(steps=steps, errors=[])
 
 
@@ -1000,15 +1005,11 @@ def _scripts(lines: Sequence[str]) -> tuple[str, ...]:
     found: list[str] = []
     previous = ""
     for line in lines:
-        command: str | None = None
-        if _NPM_HEADER.match(previous) and (m := _NPM_COMMAND.match(line)) is not None:
-            command = m.group(1)
-        elif (m := _NPM_ERR_SCRIPT.match(line)) is not None or (
-            m := _YARN_COMMAND.match(line)
-        ) is not None:
-            command = m.group(1)
+        m = _NPM_COMMAND.match(line) if _NPM_HEADER.match(previous) else None
+        m = m or _NPM_ERR_SCRIPT.match(line) or _YARN_COMMAND.match(line)
+        command = _base(m.group(1)) if m is not None else None
         if command and command not in found:
-            found.append(_base(command))
+            found.append(command)
             if len(found) >= _MAX_SCRIPTS:
                 break
         previous = line
@@ -1075,9 +1076,7 @@ class _Pick:
         if self.chosen[k]:
             return True
         a, b = self._neighbours(k)
-        delta = (
-            self._gap_cost(a, k) + self.costs[k] + self._gap_cost(k, b) - self._gap_cost(a, b)
-        )
+        delta = self._gap_cost(a, k) + self.costs[k] + self._gap_cost(k, b) - self._gap_cost(a, b)
         if self.used + delta > min(self.budget, limit if limit is not None else self.budget):
             return False
         bisect.insort(self.sorted, k)
@@ -1193,9 +1192,11 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
                     seen.add(base)
                     taken.append(k)
                     break
-    for k in taken:
+    counted: set[str] = set()
+    for k in sorted(taken):
         base = _base(text[k])
-        if occurrences[base] > 1 and _count(text[k]) < occurrences[base]:
+        if occurrences[base] > 1 and base not in counted and _count(text[k]) < occurrences[base]:
+            counted.add(base)
             pick.retext(k, f"{base} (×{occurrences[base]})")
 
     # 4. Widen the context around what was taken while the budget lasts, skipping lines repeated
@@ -1234,8 +1235,8 @@ def _take_block(pick: _Pick, kinds: Sequence[int], first: int, limit: int) -> No
     k = first + 1
     blanks = 0
     while k < n and k <= first + _FIRST_BLOCK_LINES:
-        if kinds[k] == _NOISE_KIND and text[k].strip():
-            break
+        if (kinds[k] == _NOISE_KIND and text[k].strip()) or kinds[k] == _VERDICT_KIND:
+            break  # advice, or the next test's report
         blanks = blanks + 1 if not text[k].strip() else 0
         if blanks >= 2 or not pick.take(k, limit):
             break
@@ -1322,10 +1323,7 @@ def _job_name(job: JobText, text: str, before: int) -> str | None:
 
 def _distil_job(job: JobText, *, budget: int, raw_bytes: int) -> list[DistilledLog]:
     text = job.text
-    if job.form == "plain":
-        parsed = _transcript(text)
-    else:
-        parsed = _parse(text, _events(text))
+    parsed = _transcript(text) if job.form == "plain" else _parse(text, _events(text))
     failed = [s for s in parsed.steps if s.exit_code is not None or s.has_error]
     if not failed and not parsed.errors:
         unmarked = _unmarked_failure(text, parsed.steps)
