@@ -406,7 +406,9 @@ async def run_repair(
             failures=[
                 {
                     "job": d.name,
+                    "step": d.log.step,
                     "category": d.classification.category.value,
+                    "confidence": d.classification.confidence.value,
                     "fixers": list(d.classification.fixers),
                     "reason": d.classification.reason,
                     "evidence": list(d.classification.evidence)[:3],
