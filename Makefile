@@ -14,6 +14,8 @@ unexport PYTHONDONTWRITEBYTECODE
 # The PostgreSQL the tests use (trust auth on the development and CI machines).
 export SHEPHERD_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
+GIT_START := ^\s*\[?\s*["'"'"'](/usr/bin/)?git["'"'"'],|(exec|run|Popen|call|output|system|spawn)[a-z_]*\(\s*\[?\s*["'"'"'](/usr/bin/)?git\b
+
 .PHONY: run test lint typecheck pytest install system-deps postgres bench clean
 
 install: $(VENV)/.installed
@@ -38,6 +40,10 @@ run: install system-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# Every git process starts in bot/git.py (PR code must not reach git's config-driven
+	@# programs); tests/test_git_runner.py checks the same with the AST.
+	@! grep -rnE --include='*.py' "$(GIT_START)" bot handlers fixers | grep -v '^bot/git.py:' \
+	  || { echo "a git process is started outside bot/git.py" >&2; exit 1; }
 
 typecheck: install
 	$(BIN)/mypy bot handlers fixers

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from bot.classify import Classification, classify
 from bot.episodes import BudgetState
-from bot.errors import FixerError, SandboxError
+from bot.errors import FixerError, SandboxError, UnsafeWorktree
 from bot.logs import DistilledLog
 from bot.problems import (
     Budget,
@@ -33,6 +33,7 @@ from bot.problems import (
 )
 from bot.repoconfig import RepoConfig
 from bot.sandbox import CommandResult, Runner
+from bot.workspace import Worktree
 from fixers.base import FixContext, Fixer, FixResult, RepoFiles
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,9 @@ class TreeRepair:
     verification: str = ""
     changed: bool = False
     agent_result: FixResult | None = None
+    #: Set when PR code wrote git metadata into the tree: the repair stopped there, and nothing
+    #: may read the tree again, let alone push it.
+    unsafe: UnsafeWorktree | None = None
 
 
 async def _verify_one(
@@ -300,7 +304,7 @@ def _short(command: str) -> str:
 
 
 async def repair_tree(
-    root: Path,
+    wt: Worktree,
     diagnoses: Sequence[Diagnosis],
     plan: Plan,
     *,
@@ -309,13 +313,38 @@ async def repair_tree(
     config: RepoConfig,
     agent: Fixer | None = None,
 ) -> TreeRepair:
-    """Apply the plan's fixers (then the agent) to ``root`` and verify the failing commands."""
-    by_name = {f.name: f for f in fixers}
+    """Apply the plan's fixers (then the agent) to ``wt`` and verify the failing commands.
+
+    When PR code wrote git metadata into the tree (``UnsafeWorktree``, from the sandbox or a
+    snapshot), the repair stops at once and says so in ``unsafe``; it is never "verified"."""
     repair = TreeRepair()
+    try:
+        await _repair(wt, diagnoses, plan, repair, fixers, runner, config, agent)
+    except UnsafeWorktree as exc:
+        log.warning("repair stopped: %s", exc)
+        repair.unsafe = exc
+        repair.verified = False
+        repair.changed = False
+        repair.verification = f"Stopped: {exc}."
+    return repair
+
+
+async def _repair(
+    wt: Worktree,
+    diagnoses: Sequence[Diagnosis],
+    plan: Plan,
+    repair: TreeRepair,
+    fixers: Sequence[Fixer],
+    runner: Runner,
+    config: RepoConfig,
+    agent: Fixer | None,
+) -> None:
+    by_name = {f.name: f for f in fixers}
+    root = wt.path
     for name, subdir in plan.fixers:
         d = next(d for d in diagnoses if name in d.classification.fixers and d.subdir == subdir)
         ctx = FixContext(
-            worktree=root,
+            checkout=wt,
             subdir=subdir,
             log=d.log,
             runner=runner,
@@ -332,7 +361,7 @@ async def repair_tree(
             if d.classification.category is not Category.AGENT:
                 continue
             ctx = FixContext(
-                worktree=root,
+                checkout=wt,
                 subdir=d.subdir,
                 log=d.log,
                 runner=runner,
@@ -344,7 +373,7 @@ async def repair_tree(
     repair.changed = any(r.changed for r in repair.results)
     if not repair.changed:
         repair.verification = "No fixer changed anything."
-        return repair
+        return
     lines: list[str] = []
     verified = True
     for d in diagnoses:
@@ -356,7 +385,6 @@ async def repair_tree(
         lines.append(line)
     repair.verified = verified
     repair.verification = "; ".join(lines)
-    return repair
 
 
 def outcome_for(
@@ -387,6 +415,19 @@ def outcome_for(
         "verification": repair.verification if repair else None,
     }
     notes = " ".join(plan.notes)
+    if repair is not None and repair.unsafe is not None:
+        return Outcome(
+            title="Stopped: the pull request wrote git metadata",
+            detail=(
+                f"{repair.unsafe}. Nothing was pushed. A pull request's code must not create "
+                "`.git` files or nested repositories while its checks run; a maintainer should "
+                "look at what the PR's tests or tools do."
+            ),
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.REVIEW,
+            **common,
+        )
     if plan.step is Step.NOTHING:
         return Outcome(
             title="No failed checks", detail=plan.reason, outcome=OutcomeKind.NOOP, **common

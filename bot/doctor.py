@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.errors import GitHubError, SandboxError, ShepherdError
+from bot.git import git_installed
 from bot.github import GitHubApp
 from bot.sandbox import make_runner
 from bot.settings import Settings
@@ -177,7 +178,7 @@ async def check_tools(settings: Settings) -> Check:
             found.append(f"{tool} {bundled_version(tool)}")
         except ShepherdError:
             found.append(f"{tool} (version unknown)")
-    if shutil.which("git") is None:
+    if not git_installed():
         missing.append("git")
     if missing:
         return Check(

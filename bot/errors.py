@@ -76,3 +76,31 @@ class FixerError(ShepherdError):
 
 class AgentError(ShepherdError):
     """The LLM repair attempt failed for a reason outside the model's answer."""
+
+
+class UnsafeWorktree(ShepherdError):
+    """Untrusted code wrote git metadata (a ``.git`` file or directory, a nested repository) into
+    a worktree. The job stops there: no git command reads that tree again and nothing is pushed."""
+
+    def __init__(self, paths: list[str]) -> None:
+        shown = ", ".join(f"`{p}`" for p in paths[:5])
+        super().__init__(
+            f"code from the pull request wrote git metadata into the worktree ({shown}); "
+            "Shepherd stopped this repair without reading the tree again"
+        )
+        self.paths = list(paths)
+
+
+class ServiceError(ShepherdError):
+    """A job's service (postgres, redis, mysql/mariadb) could not be started or set up."""
+
+
+class ServiceUnavailable(ServiceError):
+    """A workflow service this host cannot provide: the job hands off instead of passing silently."""
+
+    def __init__(self, name: str, image: str, reason: str = "") -> None:
+        message = f"service {name} (image {image}) cannot be provided here"
+        super().__init__(f"{message}: {reason}" if reason else message)
+        self.name = name
+        self.image = image
+        self.reason = reason

@@ -8,6 +8,7 @@ not a push).
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,12 @@ from bot.blueprint import (
     repair_tree,
 )
 from bot.episodes import BudgetState
-from bot.errors import ConfigError
+from bot.errors import ConfigError, WorkspaceError
 from bot.logs import DistilledLog, distill_steps
 from bot.problems import NextAction, Outcome, OutcomeKind
 from bot.repoconfig import RepoConfig, load_config
 from bot.sandbox import Runner
+from bot.workspace import Worktree, local_worktree
 from fixers.base import Fixer, NoFiles, RepoFiles, WorktreeFiles
 
 FRESH_EPISODE = BudgetState(
@@ -124,13 +126,19 @@ def _repo_config(repo_dir: Path, fixers: Sequence[Fixer]) -> RepoConfig:
 
 
 def _load_local(
-    repo_dir: Path, log_path: Path, fixers: Sequence[Fixer]
-) -> tuple[Path, RepoConfig, list[Diagnosis]]:
+    repo_dir: Path, log_path: Path, fixers: Sequence[Fixer], home: Path
+) -> tuple[Worktree, RepoConfig, list[Diagnosis]]:
     repo_dir = repo_dir.resolve()
     if not (repo_dir / ".git").exists():
         raise ConfigError(f"{repo_dir} is not a git checkout")
+    try:
+        # Recorded now, before any code from the checkout runs; every later git command uses
+        # this record, never the tree's .git again.
+        wt = local_worktree(repo_dir, home)
+    except WorkspaceError as exc:
+        raise ConfigError(f"{repo_dir}: {exc}") from exc
     config = _repo_config(repo_dir, fixers)
-    return repo_dir, config, _diagnose(log_path, fixers=fixers, repo=WorktreeFiles(repo_dir))
+    return wt, config, _diagnose(log_path, fixers=fixers, repo=WorktreeFiles(repo_dir))
 
 
 async def fix_repo(
@@ -143,7 +151,29 @@ async def fix_repo(
     llm_skip_reason: str = "",
 ) -> LocalResult:
     """Run the repair ladder on ``repo_dir``; a verified fix is left in the working tree."""
-    repo_dir, config, diagnoses = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers)
+    with tempfile.TemporaryDirectory(prefix="shepherd-home-") as home:
+        return await _fix_repo(
+            repo_dir,
+            log_path,
+            Path(home),
+            fixers=fixers,
+            runner=runner,
+            agent=agent,
+            llm_skip_reason=llm_skip_reason,
+        )
+
+
+async def _fix_repo(
+    repo_dir: Path,
+    log_path: Path,
+    home: Path,
+    *,
+    fixers: Sequence[Fixer],
+    runner: Runner,
+    agent: Fixer | None,
+    llm_skip_reason: str,
+) -> LocalResult:
+    wt, config, diagnoses = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers, home)
     logs = tuple(d.log for d in diagnoses)
     gate = LlmGate(agent is not None, llm_skip_reason or "no ANTHROPIC_API_KEY configured")
     plan = plan_repair(
@@ -158,7 +188,7 @@ async def fix_repo(
     if plan.step is not Step.FIX:
         return LocalResult(outcome_for(diagnoses, plan, budget=budget), logs, plan)
     repair = await repair_tree(
-        repo_dir, diagnoses, plan, fixers=fixers, runner=runner, config=config, agent=agent
+        wt, diagnoses, plan, fixers=fixers, runner=runner, config=config, agent=agent
     )
     budget = FRESH_EPISODE.budget(llm_used_now=1 if repair.agent_result else 0)
     outcome = outcome_for(diagnoses, plan, budget=budget, repair=repair, pushed="working tree")

@@ -49,6 +49,7 @@ from bot.workspace import (
     diff,
     file_changes,
     read_tree_files,
+    tree_of,
     with_trailers,
 )
 from fixers.agent import AgentFixResult
@@ -270,19 +271,6 @@ async def _commit_via_api(
         req.owner, req.repo, message=message, tree=tree, parents=[req.sha]
     )
     return str(commit["sha"])
-
-
-async def _tree_of(wt: Worktree) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        "rev-parse",
-        f"{wt.sha}^{{tree}}",
-        cwd=wt.path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    out, _ = await proc.communicate()
-    return out.decode().strip()
 
 
 def _commit_message(
@@ -512,7 +500,7 @@ async def _execute(
     if plan.use_agent:
         await record(EventKind.LLM_ATTEMPT, sha=req.sha)
     repair = await repair_tree(
-        wt.path,
+        wt,
         diagnoses,
         plan,
         fixers=env.fixers,
@@ -521,6 +509,9 @@ async def _execute(
         agent=agent if plan.use_agent else None,
     )
     budget = state.budget(llm_used_now=1 if repair.agent_result else 0)
+    if repair.unsafe is not None:
+        # PR code wrote git metadata: the tree is not read again (no diff, no patch, no push).
+        return outcome_for(diagnoses, plan, budget=budget, repair=repair)
     patch = await diff(wt, req.sha) if repair.changed else None
     if not (repair.changed and repair.verified):
         return outcome_for(diagnoses, plan, budget=budget, repair=repair, patch=patch)
@@ -540,7 +531,12 @@ async def _execute(
             push_note=_local_apply_note(pull, "The PR comes from a fork Shepherd cannot push to."),
         )
     new_sha = await _commit_via_api(
-        gh, req, wt, changes, message=message, base_tree=await _tree_of(wt)
+        gh,
+        req,
+        wt,
+        changes,
+        message=message,
+        base_tree=await asyncio.to_thread(tree_of, wt, wt.sha),
     )
     await record(
         EventKind.PUSH_INTENT, expected_sha=req.sha, new_sha=new_sha, branch=pull["head"]["ref"]

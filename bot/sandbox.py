@@ -2,8 +2,10 @@
 
 PR code, and tools reading PR code, run here: no network (unless a step must download packages),
 no secrets in the environment, the system mounted read-only, and only the job's worktree
-writable. Both runners enforce a time limit (the whole process tree is killed) and an output
-limit (head and tail kept).
+writable, its git metadata excepted (read-only). Both runners enforce a time limit (the whole
+process tree is killed) and an output limit (head and tail kept), and after every command check
+that no git metadata appeared or changed in the tree (``UnsafeWorktree`` otherwise: the job
+stops).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.errors import SandboxError, SandboxUnavailable
+from bot.git import MetadataMark, check_metadata, mark_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -280,8 +283,10 @@ class BubblewrapSandbox:
         writable: Path,
         env: Mapping[str, str],
         network: bool,
+        metadata: MetadataMark | None = None,
     ) -> list[str]:
-        """The full bwrap command line (exposed for inspection and tests)."""
+        """The full bwrap command line (exposed for inspection and tests); ``metadata`` is the
+        git metadata found in ``writable``, bound read-only."""
         args = [self.bwrap, "--unshare-all"]
         if network:
             args.append("--share-net")
@@ -305,7 +310,16 @@ class BubblewrapSandbox:
         for path in read_only:
             if path.exists():
                 args += ["--ro-bind", str(path), str(path)]
-        args += ["--bind", str(writable), str(writable), "--chdir", str(cwd), "--clearenv"]
+        args += ["--bind", str(writable), str(writable)]
+        for relative, (kind, *_) in sorted((metadata or {}).items()):
+            if kind in ("file", "dir", "gitdir"):
+                # Git metadata is read-only inside (the worktree's `.git` pointer file, a
+                # checkout's `.git` directory, a submodule's): PR code can neither point it at
+                # a git directory of its own nor edit the config, hooks or index that
+                # Shepherd's git reads. Being a mount point, it cannot be renamed or deleted.
+                target = str(writable / relative)
+                args += ["--ro-bind", target, target]
+        args += ["--chdir", str(cwd), "--clearenv"]
         for name, value in env.items():
             args += ["--setenv", name, value]
         args += ["--", *argv]
@@ -323,8 +337,11 @@ class BubblewrapSandbox:
     ) -> CommandResult:
         writable, cwd = _confine(writable, cwd)
         full_env = scrubbed_env(env, network=network)
-        command = self.bwrap_argv(argv, cwd=cwd, writable=writable, env=full_env, network=network)
-        return await run_limited(
+        mark = await asyncio.to_thread(mark_metadata, writable)
+        command = self.bwrap_argv(
+            argv, cwd=cwd, writable=writable, env=full_env, network=network, metadata=mark
+        )
+        result = await run_limited(
             command,
             reported_argv=tuple(argv),
             cwd=cwd,
@@ -333,6 +350,8 @@ class BubblewrapSandbox:
             timeout=timeout,
             output_limit=self.output_limit,
         )
+        await asyncio.to_thread(check_metadata, writable, mark)
+        return result
 
 
 class UnsandboxedRunner:
@@ -362,7 +381,8 @@ class UnsandboxedRunner:
         network: bool = False,
     ) -> CommandResult:
         full_env = scrubbed_env(env, network=network)
-        return await run_limited(
+        mark = await asyncio.to_thread(mark_metadata, writable)
+        result = await run_limited(
             list(argv),
             reported_argv=tuple(argv),
             cwd=cwd,
@@ -370,6 +390,8 @@ class UnsandboxedRunner:
             timeout=timeout,
             output_limit=self.output_limit,
         )
+        await asyncio.to_thread(check_metadata, writable, mark)
+        return result
 
 
 def make_runner(

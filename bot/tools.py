@@ -16,11 +16,9 @@ import asyncio
 import fnmatch
 import importlib.metadata
 import json
-import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tomllib
 import uuid
@@ -31,8 +29,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from bot.errors import FixerError, SandboxError, WorkspaceError
+from bot.errors import FixerError, SandboxError
 from bot.sandbox import CommandResult, Runner, run_limited, scrubbed_env
+from bot.workspace import changed_paths, restore_paths, snapshot_tree
 
 if TYPE_CHECKING:
     from fixers.base import FixContext, FixResult, RepoFiles
@@ -401,42 +400,6 @@ async def tool_for(tool: str, ctx: FixContext) -> ToolChoice:
 # --- running a fixer on a worktree ---------------------------------------------------------------
 
 
-def git_output(worktree: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    # Hooks and fsmonitor are configuration that could run programs: switched off for listing.
-    argv = ["git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", *args]
-    try:
-        done = subprocess.run(
-            argv, cwd=worktree, env=env, capture_output=True, check=True, timeout=120
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        stderr = getattr(exc, "stderr", b"") or b""
-        detail = stderr.decode("utf-8", errors="replace").strip()
-        raise WorkspaceError(f"git {' '.join(args[:2])} failed in {worktree}: {detail}") from exc
-    return done.stdout.decode("utf-8", errors="surrogateescape")
-
-
-def snapshot_tree(worktree: Path) -> str:
-    """A tree id for the worktree's current files (tracked and untracked, not ignored).
-
-    Uses a throwaway index so the real index is left as it was.
-    """
-    git_dir = Path(git_output(worktree, "rev-parse", "--absolute-git-dir").strip())
-    temp_index = git_dir / f"shepherd-index-{uuid.uuid4().hex}"
-    env = {**os.environ, "GIT_INDEX_FILE": str(temp_index)}
-    try:
-        git_output(worktree, "add", "--all", "--", ".", env=env)
-        return git_output(worktree, "write-tree", env=env).strip()
-    finally:
-        temp_index.unlink(missing_ok=True)
-
-
-def changed_paths(worktree: Path, before: str, after: str) -> list[str]:
-    if before == after:
-        return []
-    out = git_output(worktree, "diff", "--name-only", "-z", "--no-renames", before, after)
-    return [p for p in out.split("\0") if p]
-
-
 def is_protected(path: str, globs: Iterable[str]) -> bool:
     for pattern in globs:
         pattern = pattern.strip().lstrip("/")
@@ -449,22 +412,6 @@ def is_protected(path: str, globs: Iterable[str]) -> bool:
         if prefix and "*" not in prefix and path.startswith(prefix + "/"):
             return True
     return False
-
-
-def restore_paths(worktree: Path, tree: str, paths: Iterable[str]) -> None:
-    """Put ``paths`` back as they were in ``tree`` (deleting those the tree did not have)."""
-    for path in paths:
-        target = worktree / path
-        listed = git_output(worktree, "ls-tree", "-z", tree, "--", path)
-        if not listed:
-            target.unlink(missing_ok=True)
-            continue
-        blob = listed.split("\t", 1)[0].split()[2]
-        content = subprocess.run(
-            ["git", "cat-file", "blob", blob], cwd=worktree, capture_output=True, check=True
-        ).stdout
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
 
 
 def fix_dir(ctx: FixContext) -> Path:
@@ -497,8 +444,9 @@ async def run_fixer(
 ) -> FixResult:
     """Run the fixing commands in the sandbox, undo protected paths, run the checks."""
     cwd = await asyncio.to_thread(fix_dir, ctx)
-    worktree = cwd if not ctx.subdir else await asyncio.to_thread(ctx.worktree.resolve)
-    before = await asyncio.to_thread(snapshot_tree, worktree)
+    wt = ctx.checkout
+    worktree = wt.path
+    before = await asyncio.to_thread(snapshot_tree, wt)
     outputs: list[str] = []
     for run in runs:
         result = await ctx.runner.run(
@@ -512,11 +460,11 @@ async def run_fixer(
                 f"{_tail(result.output, 5)}"
             )
         outputs.append(result.output)
-    after = await asyncio.to_thread(snapshot_tree, worktree)
-    changed = await asyncio.to_thread(changed_paths, worktree, before, after)
+    after = await asyncio.to_thread(snapshot_tree, wt)
+    changed = await asyncio.to_thread(changed_paths, wt, before, after)
     protected = [p for p in changed if is_protected(p, ctx.protected_paths)]
     if protected:
-        await asyncio.to_thread(restore_paths, worktree, before, protected)
+        await asyncio.to_thread(restore_paths, wt, before, protected)
         changed = [p for p in changed if p not in protected]
     checks_ok = True
     for run in runs:

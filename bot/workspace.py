@@ -1,4 +1,4 @@
-"""Git mirror cache and per-job worktrees.
+"""Git mirror cache, per-job worktrees, and what Shepherd reads back from a worktree.
 
 Layout under ``root``::
 
@@ -8,43 +8,62 @@ Layout under ``root``::
     jobs/<job-id>.lock                flock held while the job runs (tells live jobs from leftovers)
     home/                             HOME for git: empty, so no user configuration leaks in
 
+Every git process starts in ``bot.git``, on the repository named by Shepherd's own record
+(``Worktree.git``), never on whatever the tree's ``.git`` file says.
+
+**The worktree is hostile after PR code ran in it.** Snapshots and comparisons of the tree
+(``snapshot_tree``, ``changed_paths``, ``restore_paths``, ``diff``, ``file_changes``) therefore run
+nothing the tree controls: git only lists paths (``ls-files``, which reads ``.gitignore``) and
+stores bytes Shepherd read itself (``hash-object --no-filters``), so no filter, hook or attribute
+changes what is seen; trees are built from a throwaway index and compared as objects, as in a bare
+repository. Files are read and written without following symbolic links in any path component,
+so a link planted by the PR cannot make Shepherd read or write outside the worktree. Before any
+of that, the tree is checked for git metadata the sandbox should have made impossible (a changed
+``.git`` pointer, a nested repository): finding any raises ``UnsafeWorktree`` and the job stops.
+
 **Credentials.** The installation token is given per call and never reaches ``.git/config``, a
-remote URL or any file. It is passed to the one git process that needs it as an
-``http.<origin>.extraHeader`` set through ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/
-``GIT_CONFIG_VALUE_n`` environment variables: unlike ``git -c ...`` arguments, which any local
-user can read in ``/proc/<pid>/cmdline``, a process environment is readable only by the same user
-(and root). The header is scoped to the remote's origin so it is never sent to another host, and is
-refused over plain http except to the loopback interface.
+remote URL or any file (``bot.git.auth_config``), and is refused over plain http except to the
+loopback interface.
 
 **Hostile input.** SHAs, branch names, job ids and repository names come from webhooks and PRs.
-They are validated before use, git always runs from an argv list (never a shell), and every
+They are validated before use, git always runs from an argv list (never a shell), every
 user-controlled ref is passed as a full ``refs/heads/...`` refname so it cannot be read as an
-option. Hooks are disabled (``core.hooksPath=/dev/null``) and only the https/http/file transports
-are allowed (``GIT_ALLOW_PROTOCOL``), so ``ext::`` URLs cannot run commands.
+option, pathspecs are literal, and only the https/http/file transports are allowed.
 
 **Concurrency.** Jobs on one repository run in parallel in their own worktrees; everything that
-writes the shared mirror (fetch, worktree add/remove/prune) holds an ``asyncio.Lock`` per mirror
-(this process) and an ``flock`` on ``<mirror>.lock`` (other processes on the machine).
+writes the shared mirror (fetch, worktree add/prune) holds an ``asyncio.Lock`` per mirror (this
+process) and an ``flock`` on ``<mirror>.lock`` (other processes on the machine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fcntl
 import os
 import re
 import shutil
-import signal
+import stat
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from bot.errors import PushRejected, WorkspaceError
+from bot.git import (
+    DEFAULT_TIMEOUT,
+    GitRepo,
+    GitResult,
+    MetadataMark,
+    check_metadata,
+    mark_metadata,
+    redact,
+    run_git,
+    run_git_sync,
+    secrets_of,
+)
 
 _SHA_RE = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 # One path component we create from outside input (owner, repo, job id): no separators, no
@@ -54,38 +73,57 @@ _TRAILER_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _TRAILER_LINE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*: \S.*")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-DEFAULT_TIMEOUT = 600.0
 #: How long to wait for another process's fetch into the same mirror.
 LOCK_TIMEOUT = 900.0
-
-# Settings forced on every git process: no hooks (a worktree of PR code must not run anything),
-# no signing prompts, no filesystem monitor daemons, no credential helpers from anywhere.
-_HARDENING: tuple[tuple[str, str], ...] = (
-    ("core.hooksPath", os.devnull),
-    ("core.fsmonitor", "false"),
-    ("commit.gpgSign", "false"),
-    ("credential.helper", ""),
-)
 
 _MIRROR_CONFIG: tuple[tuple[str, str], ...] = (
     # Only branches by default; PR heads (refs/pull/N/head) are fetched one by one on demand,
     # because fetching every PR head of a busy repository on every job is wasteful.
     ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
-    # Run `gc --auto` inside the fetch that triggered it, i.e. inside the mirror lock, never as a
-    # detached background process racing with the next fetch.
-    ("gc.autoDetach", "false"),
     ("core.logAllRefUpdates", "false"),
 )
+
+#: Caches that running a check writes into a tree; never part of a fix, even where the
+#: repository does not ignore them.
+_CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+
+_EMPTY_MODE = "000000"
+
+
+class _Blob(NamedTuple):
+    mode: str
+    sha: str
+
+
+#: What identifies a file's content without reading it: inode, size, mtime and ctime (the kernel
+#: sets ctime on every change; no user-space call can set it back).
+_StatKey = tuple[int, int, int, int, int]
+
+
+def _stat_key(st: os.stat_result) -> _StatKey:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
 @dataclass(frozen=True)
 class Worktree:
-    """A checked-out tree. ``sha`` is the commit it was created at (HEAD may move by commits)."""
+    """A checked-out tree as Shepherd recorded it when it made (or was given) the tree.
+
+    ``sha`` is the commit it was created at. ``git`` names its git directory and an empty HOME;
+    ``mark`` is what its ``.git`` entry looked like before any untrusted code ran."""
 
     path: Path
     sha: str
-    #: HOME for git processes run in it; None → no HOME (and no global config) at all.
-    home: Path | None = field(default=None, repr=False, compare=False)
+    git: GitRepo
+    mark: MetadataMark
+    #: path → (stat key, blob) of files already hashed, so a snapshot reads only what changed.
+    _blobs: dict[str, tuple[_StatKey, _Blob]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def objects(self) -> GitRepo:
+        """The same repository without its work tree: for work on objects only."""
+        return self.git.objects_only()
 
 
 class FileChange(NamedTuple):
@@ -96,13 +134,6 @@ class FileChange(NamedTuple):
     mode: str
     #: New content; None when the file was deleted.
     content: bytes | None
-
-
-@dataclass(frozen=True)
-class _Result:
-    returncode: int
-    stdout: bytes
-    stderr: str
 
 
 # -- validation of hostile input (pure) -------------------------------------------------------
@@ -210,111 +241,6 @@ def with_trailers(message: str, trailers: Sequence[tuple[str, str]]) -> str:
     if not in_trailer_block:
         lines.append("")
     return "\n".join([*lines, *new]) + "\n"
-
-
-# -- running git --------------------------------------------------------------------------------
-
-
-def _auth_config(url: str, token: str) -> tuple[tuple[str, str], ...]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http"):
-        return ()  # local remotes take no credentials
-    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    # GitHub's documented form for installation tokens over https: user x-access-token,
-    # password the token. Scoped to the origin so a redirect elsewhere does not receive it.
-    origin = f"{parts.scheme}://{parts.netloc}/"
-    return ((f"http.{origin}.extraHeader", f"Authorization: Basic {basic}"),)
-
-
-def _secrets(token: str | None) -> list[str]:
-    if not token:
-        return []
-    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    return [token, basic]
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _env(
-    home: Path | None,
-    config: Sequence[tuple[str, str]],
-    extra: Mapping[str, str] | None,
-) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home) if home else os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ALLOW_PROTOCOL": "https:http:file",
-        "LANG": "C",
-        "LC_ALL": "C",
-    }
-    pairs = [*_HARDENING, *config]
-    env["GIT_CONFIG_COUNT"] = str(len(pairs))
-    for i, (key, value) in enumerate(pairs):
-        env[f"GIT_CONFIG_KEY_{i}"] = key
-        env[f"GIT_CONFIG_VALUE_{i}"] = value
-    if extra:
-        env.update(extra)
-    return env
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    # git spawns helpers (remote-https, upload-pack, index-pack): kill the whole session.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-async def _git(
-    args: Sequence[str],
-    *,
-    cwd: Path,
-    home: Path | None,
-    limit: float,
-    token: str | None = None,
-    url: str | None = None,
-    stdin: bytes | None = None,
-    extra_env: Mapping[str, str] | None = None,
-    check: bool = True,
-) -> _Result:
-    config = _auth_config(url, token) if token and url else ()
-    secrets = _secrets(token)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            *args,
-            cwd=cwd,
-            env=_env(home, config, extra_env),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise WorkspaceError(f"cannot run git {args[0]}: {exc}") from exc
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
-    except TimeoutError as exc:
-        _kill(proc)
-        await proc.wait()
-        error = WorkspaceError(f"git {args[0]} timed out after {limit:g}s")
-        error.retryable = True
-        raise error from exc
-    except asyncio.CancelledError:
-        _kill(proc)
-        raise
-    stderr = _redact(err.decode("utf-8", errors="replace"), secrets)
-    result = _Result(proc.returncode or 0, out, stderr)
-    if check and result.returncode != 0:
-        raise WorkspaceError(
-            f"git {args[0]} failed (exit {result.returncode}): {stderr.strip()[-2000:]}"
-        )
-    return result
 
 
 # -- locks ----------------------------------------------------------------------------------------
@@ -426,20 +352,22 @@ class Workspaces:
             await asyncio.to_thread(shutil.rmtree, mirror)
             return True
 
+    def _repo(self, git_dir: Path) -> GitRepo:
+        return GitRepo(git_dir, self.home)
+
     async def _run(
         self,
+        git_dir: Path,
         args: Sequence[str],
         *,
-        cwd: Path,
         token: str | None = None,
         url: str | None = None,
         check: bool = True,
-    ) -> _Result:
-        return await _git(
+    ) -> GitResult:
+        return await run_git(
+            self._repo(git_dir),
             args,
-            cwd=cwd,
-            home=self.home,
-            limit=self.command_timeout,
+            timeout=self.command_timeout,
             token=token,
             url=url,
             check=check,
@@ -448,21 +376,26 @@ class Workspaces:
     async def _has_commit(self, mirror: Path, sha: str) -> bool:
         if not (mirror / "HEAD").is_file():
             return False
-        result = await self._run(["cat-file", "-e", f"{sha}^{{commit}}"], cwd=mirror, check=False)
+        result = await self._run(mirror, ["cat-file", "-e", f"{sha}^{{commit}}"], check=False)
         return result.returncode == 0
 
     async def _ensure_mirror(self, mirror: Path, url: str) -> None:
         """Create the bare mirror if missing (atomically), and point origin at ``url``."""
         if (mirror / "HEAD").is_file():
-            await self._run(["config", "remote.origin.url", url], cwd=mirror)
+            await self._run(mirror, ["config", "remote.origin.url", url])
             return
         staging = mirror.with_name(mirror.name + ".new")
         if staging.exists():
             await asyncio.to_thread(shutil.rmtree, staging)
-        await self._run(["init", "--bare", "--quiet", str(staging)], cwd=mirror.parent)
-        await self._run(["config", "remote.origin.url", url], cwd=staging)
+        await run_git(
+            None,
+            ["init", "--bare", "--quiet", str(staging)],
+            home=self.home,
+            timeout=self.command_timeout,
+        )
+        await self._run(staging, ["config", "remote.origin.url", url])
         for key, value in _MIRROR_CONFIG:
-            await self._run(["config", key, value], cwd=staging)
+            await self._run(staging, ["config", key, value])
         # A crash during init leaves only the staging directory, never a half-made mirror.
         staging.rename(mirror)
 
@@ -487,6 +420,7 @@ class Workspaces:
             await self._ensure_mirror(mirror, url)
             try:
                 await self._run(
+                    mirror,
                     [
                         "fetch",
                         "--prune",
@@ -496,7 +430,6 @@ class Workspaces:
                         *_default_refspecs(),
                         *refspecs,
                     ],
-                    cwd=mirror,
                     token=token,
                     url=url,
                 )
@@ -510,8 +443,8 @@ class Workspaces:
                 # only from a ref we do not fetch (a fork PR's head) arrives this way or through
                 # refs/pull/N/head in ``refs``.
                 by_sha = await self._run(
+                    mirror,
                     ["fetch", "--no-tags", "--quiet", "origin", wanted],
-                    cwd=mirror,
                     token=token,
                     url=url,
                     check=False,
@@ -521,6 +454,9 @@ class Workspaces:
                         f"commit {wanted} is not available from the remote: "
                         f"{by_sha.stderr.strip()[-500:]}"
                     )
+            # Automatic gc is off in every git process (bot.git); the mirror is packed here,
+            # inside its lock, never by a detached process racing the next fetch.
+            await self._run(mirror, ["gc", "--auto", "--quiet"], check=False)
         return mirror
 
     @contextlib.asynccontextmanager
@@ -561,23 +497,39 @@ class Workspaces:
                 if path.exists() or path.is_symlink():
                     # Left over by a crashed run of the same job.
                     await self._remove_worktree_locked(mirror, path)
-                await self._run(
-                    ["worktree", "add", "--detach", "--quiet", str(path), sha], cwd=mirror
-                )
+                await self._run(mirror, ["worktree", "add", "--detach", "--quiet", str(path), sha])
             try:
-                yield Worktree(path=path, sha=sha, home=self.home)
+                wt = await asyncio.to_thread(self._record, mirror, path, sha)
+                yield wt
             finally:
                 async with self._mirror_lock(mirror):
                     await self._remove_worktree_locked(mirror, path)
         finally:
             _release_flock(lock_path, job_fd, unlink=True)
 
-    async def _remove_worktree_locked(self, mirror: Path, path: Path) -> None:
-        await self._run(
-            ["worktree", "remove", "--force", "--force", str(path)], cwd=mirror, check=False
+    def _record(self, mirror: Path, path: Path, sha: str) -> Worktree:
+        """Shepherd's record of a worktree it just created, before any untrusted code ran: its
+        git directory (checked to be inside the mirror), its ``.git`` mark, and the blobs of
+        the files git checked out."""
+        pointer = (path / ".git").read_text(encoding="utf-8").strip()
+        git_dir = Path(pointer.removeprefix("gitdir:").strip()).resolve()
+        if not pointer.startswith("gitdir:") or git_dir.parent != (mirror / "worktrees").resolve():
+            raise WorkspaceError(f"unexpected worktree pointer in {path}: {pointer[:200]!r}")
+        wt = Worktree(
+            path=path,
+            sha=sha,
+            git=GitRepo(git_dir, self.home, path),
+            mark=mark_metadata(path),
         )
+        _seed_blobs(wt)
+        return wt
+
+    async def _remove_worktree_locked(self, mirror: Path, path: Path) -> None:
+        # Never `git worktree remove`: it inspects the tree (a status of the worktree and its
+        # submodules), and the tree is untrusted. Delete the files, then forget the record.
         await asyncio.to_thread(_remove_path, path)
-        await self._run(["worktree", "prune"], cwd=mirror)
+        if (mirror / "HEAD").is_file():
+            await self._run(mirror, ["worktree", "prune"])
 
     async def prune_stale(self) -> list[str]:
         """Remove worktrees left by crashed jobs (those whose job lock nobody holds) and prune
@@ -605,8 +557,24 @@ class Workspaces:
         for mirror in sorted((self.root / "mirrors").glob("*/*.git")):
             if (mirror / "HEAD").is_file():
                 async with self._mirror_lock(mirror):
-                    await self._run(["worktree", "prune"], cwd=mirror)
+                    await self._run(mirror, ["worktree", "prune"])
         return removed
+
+
+def local_worktree(repo_dir: Path, home: Path) -> Worktree:
+    """The record of a checkout the user handed to ``shepherd fix --repo DIR``, taken before any
+    untrusted code runs: its git directory as git finds it now, and its ``.git`` mark."""
+    root = repo_dir.resolve()
+    if not (root / ".git").exists():
+        raise WorkspaceError(f"{root} is not a git checkout")
+    found = run_git_sync(None, ["rev-parse", "--absolute-git-dir"], home=home, cwd=root)
+    head = run_git_sync(None, ["rev-parse", "--verify", "HEAD"], home=home, cwd=root)
+    return Worktree(
+        path=root,
+        sha=head.text.strip(),
+        git=GitRepo(Path(found.text.strip()), home, root),
+        mark=mark_metadata(root),
+    )
 
 
 def _remove_path(path: Path) -> None:
@@ -620,170 +588,298 @@ def _default_refspecs() -> list[str]:
     return [value for key, value in _MIRROR_CONFIG if key == "remote.origin.fetch"]
 
 
-# -- operations in a worktree ------------------------------------------------------------------
+# -- files of an untrusted tree, never through a symbolic link -------------------------------------
 
 
-async def _wt_git(
-    wt: Worktree,
-    args: Sequence[str],
-    *,
-    limit: float,
-    token: str | None = None,
-    url: str | None = None,
-    stdin: bytes | None = None,
-    extra_env: Mapping[str, str] | None = None,
-    check: bool = True,
-) -> _Result:
-    return await _git(
-        args,
-        cwd=wt.path,
-        home=wt.home,
-        limit=limit,
-        token=token,
-        url=url,
-        stdin=stdin,
-        extra_env=extra_env,
-        check=check,
-    )
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="surrogateescape")
 
 
-def _check_identity(name: str, email: str) -> None:
-    for value in (name, email):
-        if not value.strip() or any(c in value for c in "<>\r\n\x00"):
-            raise WorkspaceError(f"invalid commit identity: {value!r}")
+class _Lstat:
+    """lstat of paths under ``root`` that refuses any path whose directories are not all real
+    directories (a symbolic link in the middle would lead outside the tree)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dirs: dict[str, bool] = {"": True}
+
+    def _real_dir(self, rel: str) -> bool:
+        known = self._dirs.get(rel)
+        if known is not None:
+            return known
+        parent, _, _ = rel.rpartition("/")
+        ok = self._real_dir(parent)
+        if ok:
+            try:
+                ok = stat.S_ISDIR(os.lstat(self.root / rel).st_mode)
+            except OSError:
+                ok = False
+        self._dirs[rel] = ok
+        return ok
+
+    def __call__(self, rel: str) -> os.stat_result | None:
+        parent, _, _ = rel.rpartition("/")
+        if not self._real_dir(parent):
+            return None
+        try:
+            return os.lstat(self.root / rel)
+        except OSError:
+            return None
 
 
-async def commit_all(
-    wt: Worktree,
-    message: str,
-    *,
-    author_name: str,
-    author_email: str,
-    exclude: Sequence[str] = (),
-    command_timeout: float = DEFAULT_TIMEOUT,
-) -> str | None:
-    """Stage every change (new, modified, deleted files) except paths matching the ``exclude``
-    globs, and commit. Returns the new commit's SHA, or None when nothing changed."""
-    _check_identity(author_name, author_email)
-    pathspec = ["--", ".", *(f":(exclude,glob){pattern}" for pattern in exclude)]
-    await _wt_git(wt, ["add", "--all", *pathspec], limit=command_timeout)
-    staged = await _wt_git(wt, ["diff", "--cached", "--quiet"], limit=command_timeout, check=False)
-    if staged.returncode == 0:
+def _open_dir(root: Path, parts: Sequence[str], *, create: bool) -> int | None:
+    """An fd of ``root/parts...`` reached without following links; with ``create``, whatever
+    is in the way (a file, a link) is replaced by a directory. None when it does not exist."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts:
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                if not create:
+                    os.close(fd)
+                    return None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part, dir_fd=fd)
+                os.mkdir(part, 0o755, dir_fd=fd)
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove_entry(dir_fd: int, name: str, directory: Path) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(directory / name)  # fd-based on Linux: never follows links
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _put(root: Path, rel: str, blob: _Blob | None, content: bytes) -> None:
+    """Make ``root/rel`` be ``blob`` (None: absent), writing nothing through a link."""
+    *parents, name = rel.split("/")
+    fd = _open_dir(root, parents, create=blob is not None)
+    if fd is None:
+        return  # deleting below a directory that is not there: already absent
+    try:
+        _remove_entry(fd, name, root.joinpath(*parents))
+        if blob is None:
+            return
+        if blob.mode == "120000":
+            os.symlink(content, name, dir_fd=fd)
+            return
+        perm = 0o755 if blob.mode == "100755" else 0o644
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perm, dir_fd=fd)
+        try:
+            os.write(out, content)
+            os.fchmod(out, perm)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+# -- snapshots and comparisons of a worktree -------------------------------------------------------
+
+
+def _index_entries(wt: Worktree) -> dict[str, _Blob]:
+    raw = run_git_sync(wt.git, ["ls-files", "-z", "-s"]).stdout
+    entries: dict[str, _Blob] = {}
+    for record in raw.split(b"\0"):
+        meta, _, path = record.partition(b"\t")
+        fields = meta.split()
+        if len(fields) == 3:
+            entries.setdefault(_decode(path), _Blob(fields[0].decode(), fields[1].decode()))
+    return entries
+
+
+def tracked_files(wt: Worktree) -> list[str]:
+    """The paths in the worktree's index (what the commit it was created at tracks)."""
+    return list(_index_entries(wt))
+
+
+def read_file_head(wt: Worktree, path: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of a regular file of the worktree, or None when ``path`` is not
+    one (missing, a link, a directory, or below a link)."""
+    st = _Lstat(wt.path)(path)
+    if st is None or not stat.S_ISREG(st.st_mode):
         return None
-    if staged.returncode != 1:
-        raise WorkspaceError(f"git diff failed: {staged.stderr.strip()}")
-    identity = {
-        "GIT_AUTHOR_NAME": author_name,
-        "GIT_AUTHOR_EMAIL": author_email,
-        "GIT_COMMITTER_NAME": author_name,
-        "GIT_COMMITTER_EMAIL": author_email,
-    }
-    await _wt_git(
-        wt,
-        # --cleanup=whitespace keeps lines starting with '#' (e.g. "#123"), which the default
-        # mode would strip as comments.
-        ["commit", "--quiet", "--no-verify", "--cleanup=whitespace", "--file=-"],
-        limit=command_timeout,
-        stdin=message.encode(),
-        extra_env=identity,
-    )
-    head = await _wt_git(wt, ["rev-parse", "--verify", "HEAD"], limit=command_timeout)
-    return head.stdout.decode().strip()
+    *parents, name = path.split("/")
+    fd = _open_dir(wt.path, parents, create=False)
+    if fd is None:
+        return None
+    try:
+        file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return os.read(file_fd, size)
+    finally:
+        os.close(file_fd)
 
 
-async def changed_files(wt: Worktree, *, command_timeout: float = DEFAULT_TIMEOUT) -> list[str]:
-    """Paths with uncommitted changes (modified, added, deleted, untracked), sorted."""
-    result = await _wt_git(
-        wt,
-        ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"],
-        limit=command_timeout,
-    )
-    paths = {
-        entry[3:].decode("utf-8", errors="surrogateescape")
-        for entry in result.stdout.split(b"\0")
-        if len(entry) > 3
-    }
-    return sorted(paths)
+def _seed_blobs(wt: Worktree) -> None:
+    """Remember the blobs git just checked out, so the first snapshot hashes nothing."""
+    lstat = _Lstat(wt.path)
+    for path, blob in _index_entries(wt).items():
+        st = lstat(path)
+        if st is not None and _file_mode(st) == blob.mode:
+            wt._blobs[path] = (_stat_key(st), blob)
 
 
-async def _snapshot_tree(wt: Worktree, command_timeout: float) -> str:
-    """The tree of HEAD plus every uncommitted change, built in a throwaway index so that the
-    worktree's own index is left as it was."""
-    with tempfile.TemporaryDirectory(prefix="shepherd-index-") as tmp:
-        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        await _wt_git(wt, ["read-tree", "HEAD"], limit=command_timeout, extra_env=index)
-        await _wt_git(wt, ["add", "--all", "--", "."], limit=command_timeout, extra_env=index)
-        tree = await _wt_git(wt, ["write-tree"], limit=command_timeout, extra_env=index)
-    return tree.stdout.decode().strip()
+def _file_mode(st: os.stat_result) -> str | None:
+    if stat.S_ISLNK(st.st_mode):
+        return "120000"
+    if stat.S_ISREG(st.st_mode):
+        # As git decides: the owner's execute bit.
+        return "100755" if st.st_mode & stat.S_IXUSR else "100644"
+    return None
 
 
-async def diff(wt: Worktree, base_sha: str, *, command_timeout: float = DEFAULT_TIMEOUT) -> str:
-    """The patch from ``base_sha`` to the worktree's current state (commits and uncommitted
-    changes, new files included), applicable with ``git apply``."""
-    base = validate_sha(base_sha)
-    tree = await _snapshot_tree(wt, command_timeout)
-    result = await _wt_git(
-        wt,
-        [
-            "diff",
-            "--binary",
-            "--full-index",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
-            base,
-            tree,
-        ],
-        limit=command_timeout,
-    )
-    return result.stdout.decode("utf-8", errors="replace")
+def _hash_files(wt: Worktree, paths: Sequence[str]) -> list[str]:
+    """Store the bytes of regular files as blobs, with no filter or attribute applied."""
+    shas: list[str] = []
+    batch = [p for p in paths if "\n" not in p]
+    if batch:
+        out = run_git_sync(
+            wt.objects,
+            ["hash-object", "-w", "--no-filters", "--stdin-paths"],
+            stdin="".join(f"{wt.path / p}\n" for p in batch).encode("utf-8", "surrogateescape"),
+        ).text.split()
+        by_path = dict(zip(batch, out, strict=True))
+    else:
+        by_path = {}
+    for path in paths:
+        if path in by_path:
+            shas.append(by_path[path])
+        else:  # a newline in the name: --stdin-paths cannot carry it
+            shas.append(_hash_bytes(wt, (wt.path / path).read_bytes()))
+    return shas
 
 
-async def file_changes(
-    wt: Worktree, base_sha: str, *, command_timeout: float = DEFAULT_TIMEOUT
-) -> list[FileChange]:
-    """Every path that differs between ``base_sha`` and the worktree's current state, with its
-    new mode and content (None for deletions), sorted by path."""
-    base = validate_sha(base_sha)
-    tree = await _snapshot_tree(wt, command_timeout)
-    raw = await _wt_git(
-        wt,
-        ["diff-tree", "-r", "-z", "--no-renames", "--no-ext-diff", base, tree],
-        limit=command_timeout,
-    )
-    fields = raw.stdout.split(b"\0")
-    entries: list[tuple[str, str, str, str]] = []  # path, old mode, new mode, new blob
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        if not meta.startswith(b":"):
-            continue
-        old_mode, new_mode, _, new_sha, _status = meta[1:].decode().split(" ")
-        name = path.decode("utf-8", errors="surrogateescape")
-        if "160000" in (old_mode, new_mode):
-            raise WorkspaceError(f"submodule change at {name!r} is not supported")
-        entries.append((name, old_mode, new_mode, new_sha))
-    wanted = [blob for _, _, mode, blob in entries if mode != "000000"]
-    blobs = await _read_blobs(wt, wanted, command_timeout)
-    changes = [
-        FileChange(name, old_mode, None)
-        if new_mode == "000000"
-        else FileChange(name, new_mode, blobs[blob])
-        for name, old_mode, new_mode, blob in entries
+def _hash_bytes(wt: Worktree, content: bytes) -> str:
+    return run_git_sync(
+        wt.objects, ["hash-object", "-w", "--no-filters", "--stdin"], stdin=content
+    ).text.strip()
+
+
+def _snapshot_sync(wt: Worktree) -> str:
+    check_metadata(wt.path, wt.mark)
+    index = _index_entries(wt)
+    others = run_git_sync(wt.git, ["ls-files", "-z", "--others", "--exclude-standard"]).stdout
+    untracked = [
+        path
+        for path in map(_decode, filter(None, others.split(b"\0")))
+        if not _CACHE_DIRS.intersection(path.split("/"))
     ]
-    return sorted(changes, key=lambda change: change.path)
+    lstat = _Lstat(wt.path)
+    entries: dict[str, _Blob] = {}
+    to_hash: list[tuple[str, _StatKey, str]] = []
+    for path in [*index, *untracked]:
+        if index.get(path, _Blob("", "")).mode == "160000":
+            entries[path] = index[path]  # a submodule's commit: not a file Shepherd reads
+            continue
+        st = lstat(path)
+        mode = _file_mode(st) if st is not None else None
+        if st is None or mode is None:
+            continue  # deleted (or not a file)
+        key = _stat_key(st)
+        cached = wt._blobs.get(path)
+        if cached is not None and cached[0] == key:
+            entries[path] = cached[1]
+        elif mode == "120000":
+            blob = _Blob(mode, _hash_bytes(wt, os.fsencode(os.readlink(wt.path / path))))
+            wt._blobs[path] = (key, blob)
+            entries[path] = blob
+        else:
+            to_hash.append((path, key, mode))
+    for (path, key, mode), sha in zip(
+        to_hash, _hash_files(wt, [p for p, _, _ in to_hash]), strict=True
+    ):
+        wt._blobs[path] = (key, _Blob(mode, sha))
+        entries[path] = _Blob(mode, sha)
+    with tempfile.TemporaryDirectory(prefix="shepherd-index-") as tmp:
+        index_env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        lines = "".join(f"{b.mode} {b.sha}\t{p}\0" for p, b in sorted(entries.items()))
+        run_git_sync(
+            wt.objects,
+            ["update-index", "-z", "--index-info"],
+            stdin=lines.encode("utf-8", "surrogateescape"),
+            extra_env=index_env,
+        )
+        return run_git_sync(wt.objects, ["write-tree"], extra_env=index_env).text.strip()
 
 
-async def _read_blobs(
-    wt: Worktree, shas: Sequence[str], command_timeout: float
-) -> dict[str, bytes]:
+def snapshot_tree(wt: Worktree) -> str:
+    """The tree of the worktree's files now (tracked and untracked, not ignored, without the
+    caches checks write), stored in the object database. Raises UnsafeWorktree when untrusted
+    code left git metadata in the tree. Blocking: call it from a thread."""
+    return _snapshot_sync(wt)
+
+
+def tree_of(wt: Worktree, commit: str) -> str:
+    return run_git_sync(wt.objects, ["rev-parse", f"{validate_sha(commit)}^{{tree}}"]).text.strip()
+
+
+def changed_paths(wt: Worktree, before: str, after: str) -> list[str]:
+    """Paths that differ between two trees (objects only)."""
+    if before == after:
+        return []
+    out = run_git_sync(
+        wt.objects, ["diff-tree", "-r", "-z", "--name-only", "--no-renames", before, after]
+    ).stdout
+    return [_decode(p) for p in out.split(b"\0") if p]
+
+
+def _tree_entries(wt: Worktree, tree: str) -> dict[str, _Blob]:
+    out = run_git_sync(wt.objects, ["ls-tree", "-r", "-z", "--full-tree", tree]).stdout
+    entries: dict[str, _Blob] = {}
+    for record in out.split(b"\0"):
+        meta, _, path = record.partition(b"\t")
+        fields = meta.split()
+        if len(fields) == 3 and fields[1] == b"blob":
+            entries[_decode(path)] = _Blob(fields[0].decode(), fields[2].decode())
+    return entries
+
+
+def restore_paths(wt: Worktree, tree: str, paths: Iterable[str]) -> None:
+    """Put ``paths`` back as they are in ``tree`` (deleting those the tree does not have),
+    writing the blobs' bytes directly: no checkout, so no filter or attribute applies, and no
+    symbolic link planted in the tree is followed."""
+    wanted = list(paths)
+    if not wanted:
+        return
+    entries = _tree_entries(wt, tree)
+    blobs = _read_blobs(wt, sorted({entries[p].sha for p in wanted if p in entries}))
+    for path in wanted:
+        blob = entries.get(path)
+        _put(wt.path, path, blob, blobs[blob.sha] if blob else b"")
+        wt._blobs.pop(path, None)
+
+
+def reset_to(wt: Worktree, tree: str) -> list[str]:
+    """Make the worktree's files (not the ignored ones) those of ``tree`` again; returns the
+    paths that were put back."""
+    changed = changed_paths(wt, tree, snapshot_tree(wt))
+    restore_paths(wt, tree, changed)
+    return changed
+
+
+def _read_blobs(wt: Worktree, shas: Sequence[str]) -> dict[str, bytes]:
     if not shas:
         return {}
-    result = await _wt_git(
-        wt,
-        ["cat-file", "--batch"],
-        limit=command_timeout,
-        stdin="".join(f"{s}\n" for s in shas).encode(),
-    )
-    out = result.stdout
+    out = run_git_sync(
+        wt.objects, ["cat-file", "--batch"], stdin="".join(f"{s}\n" for s in shas).encode()
+    ).stdout
     blobs: dict[str, bytes] = {}
     pos = 0
     for sha in shas:
@@ -797,41 +893,142 @@ async def _read_blobs(
     return blobs
 
 
+def tree_diff(wt: Worktree, base: str, tree: str, *, binary: bool = True) -> str:
+    """The patch from ``base`` (a commit or tree) to ``tree``; with ``binary`` (full indexes and
+    binary contents) it applies with ``git apply``, without it is for reading."""
+    exact = ["--binary", "--full-index"] if binary else []
+    return run_git_sync(
+        wt.objects,
+        [
+            "diff",
+            *exact,
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-renames",
+            base,
+            tree,
+        ],
+    ).stdout.decode("utf-8", errors="replace")
+
+
+async def diff(wt: Worktree, base_sha: str) -> str:
+    """The patch from ``base_sha`` to the worktree's current files (new files included)."""
+    base = validate_sha(base_sha)
+    tree = await asyncio.to_thread(snapshot_tree, wt)
+    return await asyncio.to_thread(tree_diff, wt, base, tree)
+
+
+async def changed_files(wt: Worktree) -> list[str]:
+    """Paths whose content differs from the commit the worktree was created at, sorted."""
+    tree = await asyncio.to_thread(snapshot_tree, wt)
+    base = await asyncio.to_thread(tree_of, wt, wt.sha)
+    return sorted(await asyncio.to_thread(changed_paths, wt, base, tree))
+
+
+def _file_changes_sync(wt: Worktree, base: str) -> list[FileChange]:
+    tree = snapshot_tree(wt)
+    out = run_git_sync(wt.objects, ["diff-tree", "-r", "-z", "--no-renames", base, tree]).stdout
+    fields = out.split(b"\0")
+    entries: list[tuple[str, str, str, str]] = []  # path, old mode, new mode, new blob
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(b":"):
+            continue
+        old_mode, new_mode, _, new_sha, _status = meta[1:].decode().split(" ")
+        name = _decode(path)
+        if "160000" in (old_mode, new_mode):
+            raise WorkspaceError(f"submodule change at {name!r} is not supported")
+        entries.append((name, old_mode, new_mode, new_sha))
+    blobs = _read_blobs(wt, [blob for _, _, mode, blob in entries if mode != _EMPTY_MODE])
+    changes = [
+        FileChange(name, old_mode, None)
+        if new_mode == _EMPTY_MODE
+        else FileChange(name, new_mode, blobs[blob])
+        for name, old_mode, new_mode, blob in entries
+    ]
+    return sorted(changes, key=lambda change: change.path)
+
+
+async def file_changes(wt: Worktree, base_sha: str) -> list[FileChange]:
+    """Every path that differs between ``base_sha`` and the worktree's current files, with its
+    new mode and content (None for deletions), sorted by path."""
+    return await asyncio.to_thread(_file_changes_sync, wt, validate_sha(base_sha))
+
+
+def _check_identity(name: str, email: str) -> None:
+    for value in (name, email):
+        if not value.strip() or any(c in value for c in "<>\r\n\x00"):
+            raise WorkspaceError(f"invalid commit identity: {value!r}")
+
+
+async def commit(
+    wt: Worktree,
+    message: str,
+    *,
+    author_name: str,
+    author_email: str,
+    parent: str | None = None,
+) -> str | None:
+    """A commit of the worktree's current files on ``parent`` (default: the commit the worktree
+    was created at), made from objects alone (``commit-tree``: no hook, no index of the tree).
+    Returns its SHA, or None when nothing changed. The worktree's HEAD does not move."""
+    _check_identity(author_name, author_email)
+    parent = validate_sha(parent or wt.sha)
+    tree = await asyncio.to_thread(snapshot_tree, wt)
+    if tree == await asyncio.to_thread(tree_of, wt, parent):
+        return None
+    identity = {
+        "GIT_AUTHOR_NAME": author_name,
+        "GIT_AUTHOR_EMAIL": author_email,
+        "GIT_COMMITTER_NAME": author_name,
+        "GIT_COMMITTER_EMAIL": author_email,
+    }
+    made = await run_git(
+        wt.objects,
+        ["commit-tree", tree, "-p", parent, "-F", "-"],
+        stdin=message.encode(),
+        extra_env=identity,
+    )
+    return made.text.strip()
+
+
 async def push(
     wt: Worktree,
     clone_url: str,
     branch: str,
     *,
+    commit_sha: str,
     expected_sha: str,
     token: str | None,
     command_timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
-    """Push the worktree's HEAD to ``branch`` only if the remote branch is still at
-    ``expected_sha`` (a lease), so a push by someone else in the meantime is never overwritten.
+    """Push ``commit_sha`` to ``branch`` only if the remote branch is still at ``expected_sha``
+    (a lease), so a push by someone else in the meantime is never overwritten.
 
     Raises PushRejected when the remote refuses (moved branch, protection, no permission) and
     WorkspaceError for anything else (network, timeout)."""
     ref = f"refs/heads/{validate_branch(branch)}"
     expected = validate_sha(expected_sha)
+    source = validate_sha(commit_sha)
     url = _check_url(clone_url, token=token)
-    result = await _wt_git(
-        wt,
+    result = await run_git(
+        wt.objects,
         [
             "push",
             "--porcelain",
             "--no-verify",
             f"--force-with-lease={ref}:{expected}",
             url,
-            f"HEAD:{ref}",
+            f"{source}:{ref}",
         ],
-        limit=command_timeout,
+        timeout=command_timeout,
         token=token,
         url=url,
         check=False,
     )
     if result.returncode == 0:
         return
-    stdout = _redact(result.stdout.decode("utf-8", errors="replace"), _secrets(token))
+    stdout = redact(result.stdout.decode("utf-8", errors="replace"), secrets_of(token))
     rejected = [line for line in stdout.splitlines() if line.startswith("!")]
     if rejected:
         raise PushRejected(f"push to {branch!r} rejected: {rejected[0]}", status=None)
@@ -849,27 +1046,27 @@ async def read_tree_files(
     sha: str,
     directory: str,
     *,
-    limit: float = DEFAULT_TIMEOUT,
     max_bytes: int = 256_000,
 ) -> dict[str, str]:
     """The text files under ``directory`` at commit ``sha`` (e.g. the base branch's workflows),
     read from the object store, not the worktree: what the PR changed does not show."""
-    commit = validate_sha(sha)
-    listing = await _wt_git(
-        wt,
-        ["ls-tree", "-r", "-z", "--", commit, directory.rstrip("/") + "/"],
-        limit=limit,
+    commit_sha = validate_sha(sha)
+    listing = await run_git(
+        wt.objects,
+        ["ls-tree", "-r", "-z", "--", commit_sha, directory.rstrip("/") + "/"],
         check=False,
     )
     if listing.returncode != 0:
         return {}
-    files: dict[str, str] = {}
+    entries: list[tuple[str, str]] = []
     for entry in listing.stdout.split(b"\0"):
         meta, _, path = entry.partition(b"\t")
         fields = meta.split()
-        if len(fields) != 3 or fields[1] != b"blob":
-            continue
-        blob = await _wt_git(wt, ["cat-file", "blob", fields[2].decode()], limit=limit)
-        if len(blob.stdout) <= max_bytes:
-            files[path.decode("utf-8", "replace")] = blob.stdout.decode("utf-8", "replace")
-    return files
+        if len(fields) == 3 and fields[1] == b"blob":
+            entries.append((path.decode("utf-8", "replace"), fields[2].decode()))
+    blobs = await asyncio.to_thread(_read_blobs, wt, [sha for _, sha in entries])
+    return {
+        path: blobs[sha].decode("utf-8", "replace")
+        for path, sha in entries
+        if len(blobs[sha]) <= max_bytes
+    }

@@ -20,8 +20,6 @@ import asyncio
 import html
 import os
 import re
-import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +28,13 @@ from typing import Any, Literal
 
 import anthropic
 
-from bot.errors import AgentError, ShepherdError
+from bot.errors import ShepherdError, UnsafeWorktree
 from bot.guards import check_attempt
 from bot.logs import DistilledLog
 from bot.pricing import TokenUsage, estimate_cost
 from bot.sandbox import CommandResult, Runner
 from bot.settings import DEFAULT_MODEL
+from bot.workspace import Worktree, reset_to, snapshot_tree, tree_diff
 from fixers.base import FixContext, FixResult, RepoFiles
 
 AgentStatus = Literal[
@@ -313,14 +312,6 @@ _MAX_SEARCH_LINE = 1000
 _MAX_CHECK_OUTPUT = 6000
 _SKIP_DIRS = frozenset(
     {".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".tox"}
-)
-# Caches the check's tools would write into the worktree; kept out of the attempt's diff.
-_CACHE_EXCLUDES = (
-    ":(exclude,glob)**/__pycache__/**",
-    ":(exclude,glob)**/*.pyc",
-    ":(exclude,glob)**/.pytest_cache/**",
-    ":(exclude,glob)**/.mypy_cache/**",
-    ":(exclude,glob)**/.ruff_cache/**",
 )
 #: Environment of the check: no bytecode or cache directories written into the worktree.
 _CHECK_ENV: Mapping[str, str] = {
@@ -671,54 +662,13 @@ def _instruction_files(workspace: Workspace, paths: Sequence[str]) -> list[str]:
     return found
 
 
-# --- git, outside the sandbox (trusted local reads of the worktree) ------------------------------
+# --- the attempt as a change of the worktree -------------------------------------------------------
 
 
-def _git(worktree: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    try:
-        completed = subprocess.run(
-            ["git", *args],
-            cwd=worktree,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AgentError(f"git {args[0]} failed in the worktree: {exc}") from exc
-    if completed.returncode != 0:
-        message = completed.stderr.decode("utf-8", errors="replace").strip()
-        raise AgentError(f"git {args[0]} failed in the worktree: {message}")
-    return completed.stdout.decode("utf-8", errors="replace")
-
-
-def attempt_diff(worktree: Path) -> str:
-    """Unified diff of the worktree (new files included) against HEAD.
-
-    Uses a throw-away index, so the worktree's real index is left as it is.
-    """
-    with tempfile.TemporaryDirectory(prefix="shepherd-index-") as scratch:
-        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        _git(worktree, "read-tree", "HEAD", env=env)
-        _git(worktree, "add", "-A", "--", ".", *_CACHE_EXCLUDES, env=env)
-        return _git(
-            worktree,
-            "diff",
-            "--cached",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-renames",
-            "HEAD",
-            "--",
-            env=env,
-        )
-
-
-def reset_worktree(worktree: Path) -> None:
-    """Back to the head: tracked files restored, untracked files removed (ignored ones kept)."""
-    _git(worktree, "checkout", "--", ".")
-    _git(worktree, "clean", "-fdq")
+def attempt_diff(wt: Worktree, before: str) -> str:
+    """Unified diff of the worktree now (new files included) against the tree ``before`` the
+    attempt, read as objects: nothing the tree configures runs (``bot.workspace``)."""
+    return tree_diff(wt, before, snapshot_tree(wt), binary=False)
 
 
 # --- the fixer -----------------------------------------------------------------------------------
@@ -814,7 +764,8 @@ class AgentFixer:
 
     async def apply(self, ctx: FixContext) -> AgentFixResult:
         """Run the attempt. API failures, budgets and guards end in the outcome's status; only
-        a failing sandbox (``SandboxError``) or git (``AgentError``) raises, worktree reset.
+        a failing sandbox (``SandboxError``) or git (``WorkspaceError``) raises, worktree reset;
+        ``UnsafeWorktree`` (PR code wrote git metadata) raises and the tree is left untouched.
 
         The worktree keeps the attempt only when its status is ``finished`` (guards passed and
         the failing command passed on it); in every other case it is back at the head.
@@ -830,18 +781,28 @@ class AgentFixer:
         locations = file_locations(ctx.log, repo)
         session = _Session(self, workspace)
         first = build_context(ctx.log, workspace, self.pr, locations)
+        before = await asyncio.to_thread(snapshot_tree, ctx.checkout)
         try:
             await session.run(first)
+        except UnsafeWorktree:
+            raise  # the tree is not read again, not even to reset it
         except ShepherdError:
             # The sandbox itself failed (not the check): leave nothing half-done behind.
-            await asyncio.to_thread(reset_worktree, workspace.root)
+            await asyncio.to_thread(reset_to, ctx.checkout, before)
             raise
-        return await self._conclude(workspace, session, [path for path, _ in locations])
+        return await self._conclude(
+            ctx.checkout, before, workspace, session, [path for path, _ in locations]
+        )
 
     async def _conclude(
-        self, workspace: Workspace, session: _Session, failure_paths: list[str]
+        self,
+        wt: Worktree,
+        before: str,
+        workspace: Workspace,
+        session: _Session,
+        failure_paths: list[str],
     ) -> AgentFixResult:
-        diff = await asyncio.to_thread(attempt_diff, workspace.root)
+        diff = await asyncio.to_thread(attempt_diff, wt, before)
         status = session.status
         reasons: list[str] = []
         check_passed = False
@@ -860,7 +821,7 @@ class AgentFixer:
                         status = "check_failed"
         keep = status == "finished"
         if not keep and diff.strip():
-            await asyncio.to_thread(reset_worktree, workspace.root)
+            await asyncio.to_thread(reset_to, wt, before)
         outcome = AgentOutcome(
             status=status,
             explanation=session.explanation,

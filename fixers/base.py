@@ -9,6 +9,7 @@ from typing import Protocol
 
 from bot.logs import DistilledLog
 from bot.sandbox import Runner
+from bot.workspace import Worktree
 
 
 class RepoFiles(Protocol):
@@ -59,8 +60,9 @@ class WorktreeFiles:
 class FixContext:
     """Everything a fixer may use to apply itself. Nothing here carries a token or a secret."""
 
-    #: Root of the job's worktree (the checked-out PR head).
-    worktree: Path
+    #: The job's worktree (the checked-out PR head) as Shepherd recorded it: its files and the
+    #: git directory Shepherd named, never the one the tree's ``.git`` names.
+    checkout: Worktree
     #: Sub-project the failing step ran in, relative to the worktree ('' for the root).
     subdir: str
     #: The distilled failure the fixer matched.
@@ -69,6 +71,11 @@ class FixContext:
     runner: Runner
     #: Paths (globs, repository-relative) the repository config says never to touch.
     protected_paths: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def worktree(self) -> Path:
+        """Root of the worktree's files."""
+        return self.checkout.path
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from bot.logs import DistilledLog
-from bot.tools import ToolChoice, ToolRun, bundled_version, git_output, is_protected, run_fixer
+from bot.tools import ToolChoice, ToolRun, bundled_version, is_protected, run_fixer
+from bot.workspace import Worktree, read_file_head, tracked_files
 from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
 
 #: hook id → (name pre-commit prints, console script, default args)
@@ -104,18 +105,15 @@ def configured_args(config_text: str | None, hook_id: str) -> tuple[str, ...] | 
     return None
 
 
-def _is_text(path: Path) -> bool:
-    if path.is_symlink() or not path.is_file():
-        return False
-    with path.open("rb") as handle:
-        return b"\0" not in handle.read(8192)
-
-
-def text_files(worktree: Path, protected: Sequence[str]) -> list[str]:
-    listed = git_output(worktree, "ls-files", "-z").split("\0")
-    files = [p for p in listed if p and not is_protected(p, protected)]
+def text_files(wt: Worktree, protected: Sequence[str]) -> list[str]:
+    files = [p for p in tracked_files(wt) if not is_protected(p, protected)]
     # "./" keeps a file named like an option from being read as one.
-    return [f"./{p}" if p.startswith("-") else p for p in files if _is_text(worktree / p)]
+    return [f"./{p}" if p.startswith("-") else p for p in files if _is_text(wt, p)]
+
+
+def _is_text(wt: Worktree, path: str) -> bool:
+    head = read_file_head(wt, path, 8192)
+    return head is not None and b"\0" not in head
 
 
 class WhitespaceFixer:
@@ -127,8 +125,8 @@ class WhitespaceFixer:
     async def apply(self, ctx: FixContext) -> FixResult:
         # pre-commit runs from the repository root whatever the step's directory.
         root_ctx = dataclasses.replace(ctx, subdir="")
-        worktree = ctx.worktree.resolve()
-        files = await asyncio.to_thread(text_files, worktree, ctx.protected_paths)
+        worktree = ctx.worktree
+        files = await asyncio.to_thread(text_files, ctx.checkout, ctx.protected_paths)
         hooks = failed_hooks(ctx.log.excerpt) or list(HOOKS)
         config_text = WorktreeFiles(worktree).read_text(".pre-commit-config.yaml")
         bin_dir = Path(sys.executable).parent

@@ -13,6 +13,7 @@ from typing import Any
 from bot.logs import DistilledLog, distill
 from bot.sandbox import BubblewrapSandbox, CommandResult
 from bot.tools import bundled_tool_dirs
+from bot.workspace import Worktree, local_worktree
 from fixers.base import FixContext, Fixer, FixResult, WorktreeFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,13 @@ def sandbox(tool_cache: Path | None = None) -> BubblewrapSandbox:
     return BubblewrapSandbox(tool_dirs=bundled_tool_dirs(), tool_cache=tool_cache)
 
 
+def checkout_of(repo: Path) -> Worktree:
+    """Shepherd's record of a local checkout, as ``shepherd fix --repo`` takes it."""
+    home = repo.parent / f"{repo.name}-git-home"
+    home.mkdir(exist_ok=True)
+    return local_worktree(repo, home)
+
+
 async def apply_fixer(
     fixer: Fixer,
     repo: Path,
@@ -92,7 +100,7 @@ async def apply_fixer(
     tool_cache: Path | None = None,
 ) -> FixResult:
     ctx = FixContext(
-        worktree=repo,
+        checkout=checkout_of(repo),
         subdir=subdir,
         log=log,
         runner=sandbox(tool_cache),

@@ -50,6 +50,7 @@ from tests.anthropic_sim import (
     text,
     tool_use,
 )
+from tests.fixer_support import checkout_of
 
 # The SDK warns that DEFAULT_MODEL is deprecated (end of life announced); the model name is the
 # settings' business, not what these tests check.
@@ -131,7 +132,7 @@ class Harness:
         fixer: AgentFixer | None = None,
         subdir: str = "",
     ) -> AgentFixResult:
-        ctx = FixContext(worktree=repo, subdir=subdir, log=log, runner=self.runner)
+        ctx = FixContext(checkout=checkout_of(repo), subdir=subdir, log=log, runner=self.runner)
         return await (fixer or self.fixer()).apply(ctx)
 
 
@@ -626,7 +627,9 @@ async def test_a_failing_sandbox_raises_and_leaves_the_head(
 ) -> None:
     h = await harness(OFF_BY_ONE_FIX)
     repo = make_repo(tmp_path, OFF_BY_ONE)
-    ctx = FixContext(worktree=repo, subdir="", log=scenario_log(OFF_BY_ONE), runner=BrokenSandbox())
+    ctx = FixContext(
+        checkout=checkout_of(repo), subdir="", log=scenario_log(OFF_BY_ONE), runner=BrokenSandbox()
+    )
 
     with pytest.raises(SandboxError):
         await h.fixer().apply(ctx)

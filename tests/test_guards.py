@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.guards import check_attempt, is_test_path
+from bot.workspace import tree_of
 from fixers.agent import attempt_diff
+from tests.fixer_support import checkout_of
 
 SOURCE = """\
 def mean(values: list[float]) -> float:
@@ -67,7 +69,12 @@ def diff_of(tmp_path: Path, changes: dict[str, str | bytes | None]) -> str:
             target.write_bytes(content)
         else:
             target.write_text(content)
-    return attempt_diff(repo)
+    return head_diff(repo)
+
+
+def head_diff(repo: Path) -> str:
+    wt = checkout_of(repo)
+    return attempt_diff(wt, tree_of(wt, wt.sha))
 
 
 @pytest.mark.parametrize(
@@ -258,7 +265,7 @@ def test_symlink_added_is_rejected(tmp_path: Path) -> None:
     diff_of(tmp_path, {})
     repo = tmp_path / "repo"
     (repo / "src" / "link").symlink_to("/etc/passwd")
-    reasons = check_attempt(attempt_diff(repo), failure_paths=FAILURE, max_diff_lines=200)
+    reasons = check_attempt(head_diff(repo), failure_paths=FAILURE, max_diff_lines=200)
     assert reasons == ["src/link: symbolic links may not be added or changed"]
 
 

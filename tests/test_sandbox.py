@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import SandboxError, SandboxUnavailable
+from bot.errors import SandboxError, SandboxUnavailable, UnsafeWorktree
 from bot.sandbox import (
     BubblewrapSandbox,
     UnsandboxedRunner,
@@ -292,3 +292,46 @@ async def test_network_when_asked(worktree: Path, listening_port: int) -> None:
     )
     assert result.ok
     assert "GOT b'hello'" in result.output
+
+
+async def test_git_metadata_is_read_only_inside(worktree: Path) -> None:
+    pointer = worktree / ".git"
+    pointer.write_text("gitdir: /srv/mirror.git/worktrees/job-1\n")
+    result = await sandbox().run(
+        [
+            "sh",
+            "-c",
+            "echo 'gitdir: evil' > .git; mv .git moved; rm -f .git; test -e moved && echo MOVED",
+        ],
+        cwd=worktree,
+        writable=worktree,
+    )
+    assert "MOVED" not in result.output
+    assert pointer.read_text() == "gitdir: /srv/mirror.git/worktrees/job-1\n"
+
+
+@pytest.mark.parametrize("unsandboxed", [False, True])
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "mkdir -p vendor/.git",
+        "mkdir -p lib && echo 'gitdir: /tmp/x' > lib/.git",
+        "mkdir -p own/objects own/refs && echo 'ref: refs/heads/main' > own/HEAD",
+    ],
+)
+async def test_git_metadata_written_by_a_command_stops_the_job(
+    worktree: Path, plant: str, unsandboxed: bool
+) -> None:
+    runner = UnsandboxedRunner() if unsandboxed else sandbox()
+    with pytest.raises(UnsafeWorktree, match="git metadata"):
+        await runner.run(["sh", "-c", plant], cwd=worktree, writable=worktree)
+
+
+async def test_git_metadata_already_there_is_not_reported(worktree: Path) -> None:
+    # A tracked fixture repository (HEAD, objects/, refs/) is data, as long as nothing changes it.
+    fixture = worktree / "tests" / "fixture.git"
+    (fixture / "objects").mkdir(parents=True)
+    (fixture / "refs").mkdir()
+    (fixture / "HEAD").write_text("ref: refs/heads/main\n")
+    result = await sandbox().run(["sh", "-c", "echo ok"], cwd=worktree, writable=worktree)
+    assert result.ok

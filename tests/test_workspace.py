@@ -22,7 +22,7 @@ from bot.workspace import (
     Workspaces,
     Worktree,
     changed_files,
-    commit_all,
+    commit,
     diff,
     file_changes,
     push,
@@ -40,10 +40,8 @@ BOT_EMAIL = "1+shepherd[bot]@users.noreply.github.com"
 # -- helpers ----------------------------------------------------------------------------------
 
 
-async def bot_commit(wt: Worktree, message: str, exclude: tuple[str, ...] = ()) -> str | None:
-    return await commit_all(
-        wt, message, author_name=BOT_NAME, author_email=BOT_EMAIL, exclude=exclude
-    )
+async def bot_commit(wt: Worktree, message: str) -> str | None:
+    return await commit(wt, message, author_name=BOT_NAME, author_email=BOT_EMAIL)
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -482,7 +480,7 @@ async def test_fetch_waits_for_another_process_holding_the_mirror_lock(
 # -- changes, commit, diff ------------------------------------------------------------------
 
 
-async def test_commit_all_changed_files_diff_and_file_changes(
+async def test_commit_changed_files_diff_and_file_changes(
     ws: Workspaces, remote: Remote, tmp_path: Path
 ) -> None:
     base = remote.shas[0]
@@ -522,24 +520,17 @@ async def test_commit_all_changed_files_diff_and_file_changes(
         assert git("diff", "--cached", "--name-only", cwd=wt.path) == ""
 
         message = with_trailers("shepherd: ruff-check\n\n#123 stays", [("Shepherd-Job", "c")])
-        new = await bot_commit(wt, message, exclude=("*.env",))
+        new = await bot_commit(wt, message)
         assert new is not None
         assert new != base
-        assert await head_of(wt) == new
-        assert git("rev-parse", "HEAD~1", cwd=wt.path) == base
-        assert git("log", "-1", "--format=%B", cwd=wt.path) == message.strip()
-        assert git("log", "-1", "--format=%an <%ae>|%cn", cwd=wt.path) == (
+        assert await head_of(wt) == base  # a commit object only: the worktree stays put
+        assert git("rev-parse", f"{new}~1", cwd=wt.path) == base
+        assert git("log", "-1", "--format=%B", new, cwd=wt.path) == message.strip()
+        assert git("log", "-1", "--format=%an <%ae>|%cn", new, cwd=wt.path) == (
             "shepherd[bot] <1+shepherd[bot]@users.noreply.github.com>|shepherd[bot]"
         )
-        committed = git("show", "--name-only", "--format=", "HEAD", cwd=wt.path).splitlines()
-        assert sorted(committed) == [
-            "README.md",
-            "blob.bin",
-            "link",
-            "new dir/tool.sh",
-            "src/app.py",
-        ]
-        assert await changed_files(wt) == ["secret.env"]
+        committed = git("show", "--name-only", "--format=", new, cwd=wt.path).splitlines()
+        assert sorted(committed) == expected_paths
 
     # The patch reproduces the same tree on a plain clone of the base.
     other = tmp_path / "other"
@@ -554,11 +545,11 @@ async def test_commit_all_changed_files_diff_and_file_changes(
     assert (other / "link").is_symlink()
 
 
-async def test_commit_all_refuses_identity_injection(ws: Workspaces, remote: Remote) -> None:
+async def test_commit_refuses_identity_injection(ws: Workspaces, remote: Remote) -> None:
     async with ws.checkout(remote.url, "octo/demo", remote.shas[0], job_id="id") as wt:
         (wt.path / "a.txt").write_text("a")
         with pytest.raises(WorkspaceError, match="identity"):
-            await commit_all(wt, "m", author_name="x>\nevil", author_email="e@x")
+            await commit(wt, "m", author_name="x>\nevil", author_email="e@x")
 
 
 async def test_hooks_in_repository_never_run(ws: Workspaces, remote: Remote) -> None:
@@ -588,17 +579,17 @@ async def test_push_with_lease_updates_branch(ws: Workspaces, remote: Remote) ->
     head = remote.shas[0]
     async with ws.checkout(remote.url, "octo/demo", head, job_id="p") as wt:
         new = await _fixed_commit(wt)
-        await push(wt, remote.url, "main", expected_sha=head, token=None)
+        await push(wt, remote.url, "main", commit_sha=new, expected_sha=head, token=None)
     assert remote.branch_sha("main") == new
 
 
 async def test_push_with_stale_lease_is_rejected(ws: Workspaces, remote: Remote) -> None:
     head = remote.shas[0]
     async with ws.checkout(remote.url, "octo/demo", head, job_id="p") as wt:
-        await _fixed_commit(wt)
+        new = await _fixed_commit(wt)
         someone_else = remote.commit({"human.txt": "pushed meanwhile\n"})
         with pytest.raises(PushRejected, match="rejected"):
-            await push(wt, remote.url, "main", expected_sha=head, token=None)
+            await push(wt, remote.url, "main", commit_sha=new, expected_sha=head, token=None)
     assert remote.branch_sha("main") == someone_else
 
 
@@ -606,9 +597,16 @@ async def test_push_to_missing_branch_with_lease_is_rejected(
     ws: Workspaces, remote: Remote
 ) -> None:
     async with ws.checkout(remote.url, "octo/demo", remote.shas[0], job_id="p") as wt:
-        await _fixed_commit(wt)
+        new = await _fixed_commit(wt)
         with pytest.raises(PushRejected):
-            await push(wt, remote.url, "deleted-branch", expected_sha=remote.shas[0], token=None)
+            await push(
+                wt,
+                remote.url,
+                "deleted-branch",
+                commit_sha=new,
+                expected_sha=remote.shas[0],
+                token=None,
+            )
     assert remote.branch_sha("deleted-branch") is None
 
 
@@ -618,9 +616,11 @@ async def test_push_refused_by_remote_hook_is_rejected(ws: Workspaces, remote: R
     hook.write_text("#!/bin/sh\necho 'protected branch hook declined' >&2\nexit 1\n")
     hook.chmod(0o755)
     async with ws.checkout(remote.url, "octo/demo", remote.shas[0], job_id="p") as wt:
-        await _fixed_commit(wt)
+        new = await _fixed_commit(wt)
         with pytest.raises(PushRejected, match="pre-receive hook declined"):
-            await push(wt, remote.url, "main", expected_sha=remote.shas[0], token=None)
+            await push(
+                wt, remote.url, "main", commit_sha=new, expected_sha=remote.shas[0], token=None
+            )
     assert remote.branch_sha("main") == remote.shas[0]
 
 
@@ -628,12 +628,13 @@ async def test_push_to_unreachable_remote_is_workspace_error(
     ws: Workspaces, remote: Remote, tmp_path: Path
 ) -> None:
     async with ws.checkout(remote.url, "octo/demo", remote.shas[0], job_id="p") as wt:
-        await _fixed_commit(wt)
+        new = await _fixed_commit(wt)
         with pytest.raises(WorkspaceError) as info:
             await push(
                 wt,
                 (tmp_path / "nowhere.git").as_uri(),
                 "main",
+                commit_sha=new,
                 expected_sha=remote.shas[0],
                 token=None,
             )
@@ -650,7 +651,7 @@ async def test_hostile_but_valid_branch_names_are_pushed_verbatim(
     git("push", "-q", "origin", f"{base}:refs/heads/{branch}", cwd=remote.work)
     async with ws.checkout(remote.url, "octo/demo", base, job_id="hb") as wt:
         new = await _fixed_commit(wt)
-        await push(wt, remote.url, branch, expected_sha=base, token=None)
+        await push(wt, remote.url, branch, commit_sha=new, expected_sha=base, token=None)
         assert not any(p.name.startswith("touch_pwned") for p in wt.path.iterdir())
     assert remote.branch_sha(branch) == new
     assert not list_matching(tmp_path, "touch_pwned*")
@@ -665,9 +666,11 @@ async def test_invalid_branch_names_never_reach_git(
 ) -> None:
     before = git("for-each-ref", cwd=remote.bare)
     async with ws.checkout(remote.url, "octo/demo", remote.shas[0], job_id="ib") as wt:
-        await _fixed_commit(wt)
+        new = await _fixed_commit(wt)
         with pytest.raises(WorkspaceError, match="invalid branch"):
-            await push(wt, remote.url, branch, expected_sha=remote.shas[0], token=None)
+            await push(
+                wt, remote.url, branch, commit_sha=new, expected_sha=remote.shas[0], token=None
+            )
     assert git("for-each-ref", cwd=remote.bare) == before
     assert not list_matching(tmp_path, "pwned")
 
@@ -750,7 +753,7 @@ async def test_token_is_sent_but_never_stored(
     async with ws.checkout(git_http.url, "octo/demo", head, job_id="t", token=TOKEN) as wt:
         new = await _fixed_commit(wt)
         await ws.fetch(git_http.url, "octo/demo", token=TOKEN)
-        await push(wt, git_http.url, "main", expected_sha=head, token=TOKEN)
+        await push(wt, git_http.url, "main", commit_sha=new, expected_sha=head, token=TOKEN)
         basic = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
         assert_secret_absent(ws.root, TOKEN, basic)  # mirror and live worktree
     assert remote.branch_sha("main") == new
