@@ -128,7 +128,7 @@ _ANSI = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_]|\([0-9A-B])"
 )
 # What is left of colour codes when a copy dropped the ESC byte (LogChunks, some pastes).
-_ANSI_REMNANT = re.compile(r"\[(?:\d{1,3}(?:;\d{1,3})*)?[mK]")
+_ANSI_REMNANT = re.compile(r"\[\d{1,3}(?:;\d{1,3})*m|\[[012]K")
 # Control characters left after ANSI removal: a hostile log must not drive a reader's terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 # CI bookkeeping at the start of a line: Travis folds and timers, GitLab sections.
@@ -252,7 +252,7 @@ _NOISE = re.compile(
     # passing and skipped tests
     r"|(?-i:\b(?:PASSED|SKIPPED)\b)|^\s*(?:✓|✔|√)\s|^\s*ok \d+ |^ok\s+\S+\s+[\d.]+s$"
     r"|\.{3,} ?(?:ok|passed|SUCCESS|skipped)\b|\bSUCCESS \[|\bTests run: \d+, Failures: 0, Errors: 0"
-    r"|\s(?-i:OK|ok|PASS|PASSED|passed)\s*$"
+    r"|\s(?-i:OK|ok|PASS|PASSED)\s*$"
     # licence banners from version output
     r"|WITHOUT ANY WARRANTY|This is free software|General Public License|NO\s+warranty"
     r"|Copyright \(C\) \d{4}|see the source for copying conditions|Permission is hereby granted"
@@ -447,9 +447,12 @@ def _line_end(text: str, pos: int) -> int:
 
 # ``gh run view --log``: ``job<TAB>step<TAB>[BOM]timestamp text``; pasted into a document the
 # tabs often become runs of spaces.
-_GH_VIEW_LINE = re.compile(
-    r"([^\t\n]*?)(?:\t| {2,})([^\t\n]*?)(?:\t| {2,})\ufeff?(?=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)"
-)
+# Both are found left to right in one pass (a gap starts after a non-space, so a long run of
+# spaces is not tried from each of its positions): a hostile line costs its length, no more.
+_GH_VIEW_STAMP = re.compile(r"(?<! )(?:\t| {2,}+)\ufeff?(?=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
+_COLUMN_GAP = re.compile(r"(?<! )(?:\t| {2,}+)")
+# Job and step names are short: the columns end within this many characters.
+_GH_VIEW_COLUMNS = 400
 # The web UI shows ``##[group]Run x`` as ``Run x`` and ``##[error]x`` as ``Error: x``.
 _WEB_SIGNS = re.compile(
     r"^\s*Error: Process completed with exit code -?\d+\.\s*$"
@@ -475,7 +478,7 @@ def read_log(raw: str | bytes) -> list[JobText]:
         text = text[1:]
     head = text[:4096]
     first_lines = [line for line in head.split("\n")[:6] if line.strip()]
-    if first_lines and all(_GH_VIEW_LINE.match(line) for line in first_lines[:3]):
+    if first_lines and all(_gh_view_columns(line) for line in first_lines[:3]):
         return _read_gh_view(text)
     if "##[" in text or (first_lines and _TIMESTAMP.match(first_lines[0])):
         if "##[" not in text and _WEB_SIGNS.search(text):
@@ -486,15 +489,26 @@ def read_log(raw: str | bytes) -> list[JobText]:
     return [JobText(None, _read_plain(text), "plain")]
 
 
+def _gh_view_columns(line: str) -> tuple[str, str, str] | None:
+    """(job, step, the rest) of a ``gh run view --log`` line, or None."""
+    stamp = _GH_VIEW_STAMP.search(line, 0, _GH_VIEW_COLUMNS)
+    if stamp is None:
+        return None
+    gap = _COLUMN_GAP.search(line, 0, stamp.start())
+    if gap is None:
+        return None
+    return line[: gap.start()], line[gap.end() : stamp.start()], line[stamp.end() :]
+
+
 def _read_gh_view(text: str) -> list[JobText]:
     """Split ``gh run view --log`` output by its job column and drop the two columns."""
     jobs: dict[str, list[str]] = {}
     first_step: dict[str, str] = {}
     current: list[str] | None = None
     for line in text.split("\n"):
-        m = _GH_VIEW_LINE.match(line)
-        if m is not None:
-            job, step, body = m.group(1), m.group(2), line[m.end() :]
+        columns = _gh_view_columns(line)
+        if columns is not None:
+            job, step, body = columns
             if job not in jobs:
                 jobs[job] = []
                 first_step[job] = step
@@ -598,8 +612,6 @@ class _Step:
     has_error: bool = False
     #: Set when the command is known without a header (a transcript's ``$ command``).
     command: str | None = None
-    #: A ``uses:`` step whose name the log cut off: no command, no action name.
-    headerless: bool = False
 
 
 @dataclass(frozen=True)
@@ -685,7 +697,6 @@ def _parse(text: str, events: list[_Event]) -> _Parsed:
             set_up = any(text.find(s, 0, ev.offset) >= 0 for s in _SET_UP_LINES)
             current = _Step(title=SET_UP_JOB if set_up else None, start=0, header_start=0)
             current.header_end = current.out_start = 0
-            current.headerless = True
             steps.append(current)
             _record_error(current, ev, errors, text)
         elif current is None or current.end >= 0:
@@ -906,7 +917,7 @@ _LONG_STEP_KEYWORDS = (
 
 
 def _long_output(region: str) -> _Lines:
-    """Head, tail and keyword lines (±2) of a long output, found by offset."""
+    """Head, tail and the lines around a few error keywords of a long output, by offset."""
     n = len(region)
     starts: set[int] = set()
     pos = 0
@@ -986,9 +997,10 @@ def _strip_blank_edges(lines: _Lines) -> None:
     while first < len(lines.text) and not lines.text[first].strip():
         first += 1
     if first:
+        dropped = sum(lines.gaps[:first])
         del lines.text[:first], lines.gaps[:first], lines.kinds[:first]
         if lines.gaps:
-            lines.gaps[0] = 0
+            lines.gaps[0] += dropped
 
 
 # Scripts run by package managers, as they echo them: npm/pnpm print ``> pkg@1.0.0 name`` and
@@ -1060,9 +1072,10 @@ class _Pick:
     def _gap_cost(self, a: int, b: int) -> int:
         listed, dropped = self._omitted(a, b)
         total = listed + dropped
-        if total == 0:
+        if total == 0 or (total == 1 and listed == 0):
+            # (A single raw line dropped unseen cannot be shown; ``_long_output`` keeps those.)
             return 0
-        if total == 1 and listed == 1:
+        if total == 1:
             return self.costs[a + 1]
         return _cost(_marker(total))
 
@@ -1114,9 +1127,9 @@ class _Pick:
             total = listed + dropped
             if total == 1 and listed == 1:
                 out.append(self.text[previous + 1])
-            elif total:
+            elif total > 1:
                 out.append(_marker(total))
-                omitted += total
+            omitted += total - (1 if total == 1 and listed == 1 else 0)
             if k < self.n:
                 out.append(self.text[k])
             previous = k
@@ -1129,8 +1142,11 @@ class _Excerpt:
     omitted: int
 
 
-# Shares of the budget the phases of ``_select`` may fill up to.
+# Shares of the budget the phases of ``_select`` may fill up to: the first failure's block
+# (when there are two, the test verdict's block within the smaller share), then every other
+# failure line.
 _FIRST_BLOCK_SHARE = 0.6
+_VERDICT_BLOCK_SHARE = 0.8
 _ERRORS_SHARE = 0.8
 _FIRST_BLOCK_LINES = 80
 _CONTEXT_STEPS = (1, 2, 4, 8)
@@ -1165,18 +1181,20 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
         [k for k in range(n) if kinds[k] == kind]
         for kind in (_VERDICT_KIND, _STRONG_KIND, _ERROR, _MESSAGE_KIND)
     ]
-    starts = [tier[0] for tier in tiers if tier][:2]
-    if len(starts) == 2 and not tiers[0]:
-        starts = starts[:1]
-    for number, first in enumerate(starts):
-        limit = limit_first if number else int(limit_first * (0.8 if len(starts) > 1 else 1))
-        if not pick.chosen[first]:
-            _take_block(pick, kinds, first, limit)
+    firsts = [tier[0] for tier in tiers if tier]
+    if tiers[0] and len(firsts) > 1:
+        # The verdict first, within its share, then the other block up to the whole share.
+        _take_block(pick, kinds, firsts[0], int(limit_first * _VERDICT_BLOCK_SHARE))
+        if not pick.chosen[firsts[1]]:
+            _take_block(pick, kinds, firsts[1], limit_first)
+    elif firsts:
+        _take_block(pick, kinds, firsts[0], limit_first)
 
     # 3. Every other failure line once (repeats counted), strongest first.
     seen: set[str] = {_base(text[k]) for k in pick.sorted}
-    occurrences = Counter(_base(text[k]) for tier in tiers for k in tier)
-    occurrences.update(_base(text[k]) for k in summaries)
+    occurrences: Counter[str] = Counter()
+    for k in [*summaries, *(k for tier in tiers for k in tier)]:
+        occurrences[_base(text[k])] += _count(text[k])
     taken: list[int] = list(pick.sorted)
     # Round robin over the kinds, so that a long list of failing tests' names does not crowd
     # out the one message they share.
@@ -1355,7 +1373,8 @@ def _distil_region(
         header = _parse_header(text, step)
         region_start, region_end = step.out_start, step.end
         title = step.title
-        if title is None and step.start == 0 and job.first_step and not step.headerless:
+        if title is None and step.start == 0 and job.first_step:
+            # A log cut inside its first step: ``gh run view`` still names the step.
             title = job.first_step
         if title is None and header.command:
             title = header.command.splitlines()[0]
