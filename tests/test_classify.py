@@ -786,6 +786,34 @@ PATTERNS: list[tuple[str, str, list[str], Category, int | None]] = [
         1,
     ),
     (
+        "TAP not ok",
+        "bats test",
+        ["not ok 21 podman run docker-archive", "# (in test file test/run.bats, line 30)"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "minitest error report",
+        "bin/rails test",
+        [
+            "Error:",
+            "HelperTest#test_helper_is_included:",
+            "ActionView::Template::Error: undefined method `x' for nil",
+            "2048 runs, 4644 assertions, 0 failures, 1 errors, 0 skips",
+        ],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "XCTest assertion",
+        "xcodebuild test",
+        [
+            'testCompact, ((sizeBefore) equal to (sizeAfter)) failed: ("12288") is not equal to ("16384")'
+        ],
+        Category.AGENT,
+        65,
+    ),
+    (
         "lint finding path:line: message",
         "tldr-lint pages",
         ["pages/common/mat2.md:3: TLDR004 Command descriptions should end in a period"],
