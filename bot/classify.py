@@ -540,7 +540,7 @@ def classify(
     repo: RepoFiles = NoFiles(),  # noqa: B008 - NoFiles is stateless; a shared default is safe.
     job_conclusion: str | None = None,
 ) -> Classification:
-    """Classify one failed job from its distilled log (see the module docstring for the order)."""
+    """Classify one failed step from its distilled log (see the module docstring for the order)."""
     lines = _lines(log)
     infra = _apply(_INFRA_RULES, log, lines)
 
