@@ -92,6 +92,7 @@ class Diagnosis:
             evidence=list(c.evidence),
             retryable=c.retryable,
             owner_action_required=c.owner_action_required,
+            confidence=c.confidence,
         )
 
 
@@ -121,7 +122,13 @@ def locate_jobs(
             failing_step_name=d.log.step,
         )
         if job is not None and job.failing_step is not None:
-            jobs[d.name] = job
+            known = jobs.get(d.name)
+            if known is None or (
+                known.failing_step is not None and job.failing_step.index < known.failing_step.index
+            ):
+                # Several failed steps of one job share one environment, set up by the steps
+                # before the first of them (a later failed step is not a setup step).
+                jobs[d.name] = job
             workdir = job.failing_step.working_directory
             d = replace(d, workdir=workdir.replace(WORKSPACE, "").lstrip("/") if workdir else "")
         located.append(d)
@@ -200,6 +207,31 @@ def diagnose(
     )
 
 
+def diagnose_steps(
+    name: str,
+    logs: Sequence[DistilledLog],
+    *,
+    fixers: Sequence[Fixer],
+    repo: RepoFiles,
+    job_conclusion: str | None = None,
+    job_id: int | None = None,
+    run_id: int | None = None,
+) -> list[Diagnosis]:
+    """One diagnosis per failed step of a job (``bot.logs.distill_steps``), in log order."""
+    return [
+        diagnose(
+            name,
+            log,
+            fixers=fixers,
+            repo=repo,
+            job_conclusion=job_conclusion,
+            job_id=job_id,
+            run_id=run_id,
+        )
+        for log in logs
+    ]
+
+
 class Step(StrEnum):
     NOTHING = "nothing"
     RERUN = "rerun"
@@ -225,6 +257,18 @@ class Plan:
     notes: tuple[str, ...] = ()
 
 
+def _rerun_cannot_help(index: int, diagnoses: Sequence[Diagnosis]) -> bool:
+    """An infrastructure failure in a job whose earlier step had already failed otherwise: a
+    re-run would fail that step again, so the earlier failure decides."""
+    d = diagnoses[index]
+    return d.classification.category is Category.INFRA and any(
+        e.name == d.name
+        and e.job_id == d.job_id
+        and e.classification.category is not Category.INFRA
+        for e in diagnoses[:index]
+    )
+
+
 def plan_repair(
     diagnoses: Sequence[Diagnosis],
     *,
@@ -232,8 +276,14 @@ def plan_repair(
     config: RepoConfig,
     is_agent_pr: bool,
     llm: LlmGate,
+    order: Sequence[str] = (),
 ) -> Plan:
-    """Decide the next rung of the ladder (pure)."""
+    """Decide the next rung of the ladder (pure).
+
+    Every failed step has its diagnosis; the fixers they call for run in ``order`` (the fixer
+    registry's order: imports sorted before formatting, lint fixes before the formatter), the
+    ones ``order`` does not name after them in the order the failures came.
+    """
     if not diagnoses:
         return Plan(Step.NOTHING, "No failed checks on this commit.")
     if state.paused:
@@ -244,7 +294,11 @@ def plan_repair(
             "CI failed on Shepherd's own commit; it never re-fixes its own work "
             f"(CI round {state.ci_round}/2).",
         )
-    categories = {d.classification.category for d in diagnoses}
+    categories = {
+        d.classification.category
+        for i, d in enumerate(diagnoses)
+        if not _rerun_cannot_help(i, diagnoses)
+    }
     if Category.HUMAN in categories:
         return Plan(Step.HANDOFF, "A failure needs a maintainer's decision.")
     if Category.INFRA in categories:
@@ -267,6 +321,8 @@ def plan_repair(
                 continue
             if (name, d.subdir) not in ordered:
                 ordered.append((name, d.subdir))
+    rank = {name: i for i, name in enumerate(order)}
+    ordered.sort(key=lambda pair: rank.get(pair[0], len(rank)))
     autofix_uncovered = any(
         d.classification.category is Category.AUTOFIX
         and not any(config.autofix.fixer_enabled(n) for n in d.classification.fixers)

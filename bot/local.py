@@ -30,7 +30,7 @@ from bot.blueprint import (
 from bot.episodes import BudgetState
 from bot.errors import ConfigError, WorkspaceError
 from bot.jobenv.environment import EnvironmentsFactory
-from bot.logs import DistilledLog, distill
+from bot.logs import DistilledLog, distill_steps
 from bot.problems import NextAction, Outcome, OutcomeKind
 from bot.repoconfig import RepoConfig, load_config
 from bot.sandbox import Runner
@@ -45,31 +45,41 @@ FRESH_EPISODE = BudgetState(
 @dataclass(frozen=True)
 class LocalResult:
     outcome: Outcome
-    log: DistilledLog
+    #: One distilled log per failed step, in the order of the outcome's ``failures``.
+    logs: tuple[DistilledLog, ...]
     plan: Plan
 
     def to_json(self) -> dict[str, Any]:
         data = self.outcome.to_json()
         data["plan"] = self.plan.step.value
+        distilled = sum(log.distilled_bytes for log in self.logs)
         data["log"] = {
-            "raw_bytes": self.log.raw_bytes,
-            "distilled_bytes": self.log.distilled_bytes,
-            "est_tokens": self.log.est_tokens,
+            "raw_bytes": self.logs[0].raw_bytes if self.logs else 0,
+            "distilled_bytes": distilled,
+            "est_tokens": sum(log.est_tokens for log in self.logs),
         }
         return data
 
 
-def read_log(path: Path) -> DistilledLog:
+def read_log(path: Path) -> list[DistilledLog]:
+    """The log file's failed steps, distilled (one entry when it shows none)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read log {path}: {exc.strerror}") from exc
-    return distill(raw)
+    return distill_steps(raw)
 
 
-def _diagnose(log_path: Path, *, fixers: Sequence[Fixer], repo: RepoFiles) -> Diagnosis:
-    log = read_log(log_path)
-    return diagnose(log.step or log_path.stem, log, fixers=fixers, repo=repo)
+def _diagnose(log_path: Path, *, fixers: Sequence[Fixer], repo: RepoFiles) -> list[Diagnosis]:
+    """One diagnosis per failed step, named after its job (from the log, else the file)."""
+    return [
+        diagnose(log.job or log_path.stem, log, fixers=fixers, repo=repo)
+        for log in read_log(log_path)
+    ]
+
+
+def _order(fixers: Sequence[Fixer]) -> list[str]:
+    return [f.name for f in fixers]
 
 
 def diagnose_log(
@@ -77,22 +87,24 @@ def diagnose_log(
 ) -> LocalResult:
     """Distil and classify one job log; nothing is changed."""
     repo: RepoFiles = WorktreeFiles(repo_dir) if repo_dir else NoFiles()
-    d = _diagnose(log_path, fixers=fixers, repo=repo)
+    diagnoses = _diagnose(log_path, fixers=fixers, repo=repo)
     plan = plan_repair(
-        [d],
+        diagnoses,
         state=FRESH_EPISODE,
         config=RepoConfig(),
         is_agent_pr=True,
         llm=LlmGate(True),
+        order=_order(fixers),
     )
-    outcome = outcome_for([d], plan, budget=FRESH_EPISODE.budget())
+    outcome = outcome_for(diagnoses, plan, budget=FRESH_EPISODE.budget())
     if plan.step is Step.FIX:
         # Diagnosis only: report what the ladder would do, not a fix that did not happen.
+        repairs = [name for name, _ in plan.fixers] + (["LLM repair"] if plan.use_agent else [])
         outcome = outcome.model_copy(
             update={
                 "outcome": OutcomeKind.NOOP,
-                "title": f"Fixable: {', '.join(d.classification.fixers) or 'LLM repair'}",
-                "detail": d.classification.reason,
+                "title": f"Fixable: {', '.join(dict.fromkeys(repairs)) or 'LLM repair'}",
+                "detail": " ".join(dict.fromkeys(d.classification.reason for d in diagnoses)),
                 "next_action": NextAction.FIX_LOCALLY,
             }
         )
@@ -103,7 +115,7 @@ def diagnose_log(
                 "next_action": NextAction.RERUN,
             }
         )
-    return LocalResult(outcome=outcome, log=d.log, plan=plan)
+    return LocalResult(outcome=outcome, logs=tuple(d.log for d in diagnoses), plan=plan)
 
 
 def _repo_config(repo_dir: Path, fixers: Sequence[Fixer]) -> RepoConfig:
@@ -131,7 +143,7 @@ def read_workflows(root: Path) -> dict[str, str]:
 
 def _load_local(
     repo_dir: Path, log_path: Path, fixers: Sequence[Fixer], home: Path
-) -> tuple[Worktree, RepoConfig, Diagnosis]:
+) -> tuple[Worktree, RepoConfig, list[Diagnosis]]:
     repo_dir = repo_dir.resolve()
     if not (repo_dir / ".git").exists():
         raise ConfigError(f"{repo_dir} is not a git checkout")
@@ -183,14 +195,22 @@ async def _fix_repo(
     llm_skip_reason: str,
     environments: EnvironmentsFactory | None,
 ) -> LocalResult:
-    wt, config, d = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers, home)
+    wt, config, diagnoses = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers, home)
     workflows = await asyncio.to_thread(read_workflows, wt.path)
-    [d], jobs = locate_jobs([d], workflows)
+    diagnoses, jobs = locate_jobs(diagnoses, workflows)
+    logs = tuple(d.log for d in diagnoses)
     gate = LlmGate(agent is not None, llm_skip_reason or "no ANTHROPIC_API_KEY configured")
-    plan = plan_repair([d], state=FRESH_EPISODE, config=config, is_agent_pr=True, llm=gate)
+    plan = plan_repair(
+        diagnoses,
+        state=FRESH_EPISODE,
+        config=config,
+        is_agent_pr=True,
+        llm=gate,
+        order=_order(fixers),
+    )
     budget = FRESH_EPISODE.budget()
     if plan.step is not Step.FIX:
-        return LocalResult(outcome_for([d], plan, budget=budget), d.log, plan)
+        return LocalResult(outcome_for(diagnoses, plan, budget=budget), logs, plan)
     built = environments.for_runner(runner) if environments else None
     try:
         async with job_environments(
@@ -198,7 +218,7 @@ async def _fix_repo(
         ) as prepared:
             repair = await repair_tree(
                 wt,
-                [d],
+                diagnoses,
                 plan,
                 fixers=fixers,
                 runner=runner,
@@ -210,7 +230,7 @@ async def _fix_repo(
         if built is not None:
             await built.aclose()
     budget = FRESH_EPISODE.budget(llm_used_now=1 if repair.agent_result else 0)
-    outcome = outcome_for([d], plan, budget=budget, repair=repair, pushed="working tree")
+    outcome = outcome_for(diagnoses, plan, budget=budget, repair=repair, pushed="working tree")
     if outcome.outcome is OutcomeKind.FIXED:
         outcome = outcome.model_copy(
             update={
@@ -220,4 +240,4 @@ async def _fix_repo(
                 "commit": None,
             }
         )
-    return LocalResult(outcome=outcome, log=d.log, plan=plan)
+    return LocalResult(outcome=outcome, logs=logs, plan=plan)

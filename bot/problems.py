@@ -81,6 +81,14 @@ class Category(StrEnum):
     HUMAN = "human"
 
 
+class Confidence(StrEnum):
+    """How sure a failure's category is: ``low`` when no rule recognised the failure and the
+    classifier's fallback read it from the failure lines alone."""
+
+    HIGH = "high"
+    LOW = "low"
+
+
 class NextAction(StrEnum):
     NONE = "none"
     WAIT_FOR_CI = "wait_for_ci"
@@ -122,6 +130,7 @@ class FailureRecord(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     retryable: bool = False
     owner_action_required: bool = False
+    confidence: Confidence = Confidence.HIGH
 
 
 class FixRecord(BaseModel):

@@ -22,7 +22,7 @@ from bot.blueprint import (
     Plan,
     Step,
     TreeRepair,
-    diagnose,
+    diagnose_steps,
     job_environments,
     locate_jobs,
     outcome_for,
@@ -35,7 +35,7 @@ from bot.errors import GitHubError, PushRejected, SandboxUnavailable
 from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
 from bot.jobenv.environment import EnvironmentsFactory
 from bot.jobenv.workflow import WorkflowJob
-from bot.logs import distill
+from bot.logs import distill_steps
 from bot.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.report import Reporter, ReportGitHub
@@ -192,7 +192,8 @@ async def wait_for_settled(
 
 async def _diagnose_run(
     gh: RepairGitHub, req: RepairRequest, run: JSONObject, *, fixers: Sequence[Fixer], wt: Worktree
-) -> Diagnosis:
+) -> list[Diagnosis]:
+    """One diagnosis per failed step of the check run's job."""
     name = str(run.get("name") or "check")
     conclusion = str(run.get("conclusion") or "")
     is_actions = (run.get("app") or {}).get("slug") == ACTIONS_APP_SLUG
@@ -206,9 +207,9 @@ async def _diagnose_run(
     else:
         output = run.get("output") or {}
         raw = "\n".join(str(output.get(k) or "") for k in ("title", "summary", "text"))
-    return diagnose(
+    return diagnose_steps(
         name,
-        distill(raw),
+        distill_steps(raw),
         fixers=fixers,
         repo=WorktreeFiles(wt.path),
         job_conclusion=conclusion,
@@ -376,7 +377,9 @@ async def run_repair(
         token=token,
         fetch_ref=f"refs/pull/{pr}/head",
     ) as wt:
-        diagnoses = [await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt) for r in failed]
+        diagnoses = [
+            d for r in failed for d in await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt)
+        ]
         # Only commands the maintainers' workflows run (at the base SHA) are ever executed,
         # and each failed job is rebuilt from those workflows, never from the PR's.
         workflow_files = await read_tree_files(wt, base_sha, ".github/workflows")
@@ -400,7 +403,9 @@ async def run_repair(
             failures=[
                 {
                     "job": d.name,
+                    "step": d.log.step,
                     "category": d.classification.category.value,
+                    "confidence": d.classification.confidence.value,
                     "fixers": list(d.classification.fixers),
                     "reason": d.classification.reason,
                     "evidence": list(d.classification.evidence)[:3],
@@ -409,7 +414,12 @@ async def run_repair(
             ],
         )
         plan = plan_repair(
-            diagnoses, state=state, config=config, is_agent_pr=verdict.is_agent, llm=gate
+            diagnoses,
+            state=state,
+            config=config,
+            is_agent_pr=verdict.is_agent,
+            llm=gate,
+            order=[f.name for f in env.fixers],
         )
         outcome = await _execute(
             gh,

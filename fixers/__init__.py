@@ -1,4 +1,9 @@
-"""The deterministic fixers, in the order they run. A new fixer is one module and one line here."""
+"""The deterministic fixers, in the order they run. A new fixer is one module and one line here.
+
+When a job's failed steps call for several, they run in this order: lint fixes first (``ruff
+check --fix`` may remove the imports isort would sort), then import sorting, then the formatters,
+which have the last word on layout (isort after black can undo black's wrapping).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,9 @@ from fixers.whitespace import WHITESPACE
 
 FIXERS: tuple[Fixer, ...] = (
     RUFF_CHECK,
+    ISORT,
     RUFF_FORMAT,
     BLACK,
-    ISORT,
     WHITESPACE,
     PRETTIER,
     LOCKFILE,

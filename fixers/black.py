@@ -18,10 +18,9 @@ class BlackFixer:
     name = "black"
 
     def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
-        command = log.command or ""
         if _EXCERPT.search(log.excerpt):
             return True
-        return bool(_COMMAND.search(command)) and "would be reformatted" in log.excerpt
+        return bool(_COMMAND.search(log.commands)) and "would be reformatted" in log.excerpt
 
     async def apply(self, ctx: FixContext) -> FixResult:
         choice = await tool_for("black", ctx)

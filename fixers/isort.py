@@ -19,7 +19,7 @@ class IsortFixer:
     def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
         if _EXCERPT.search(log.excerpt):
             return True
-        return bool(_COMMAND.search(log.command or "")) and "ERROR:" in log.excerpt
+        return bool(_COMMAND.search(log.commands)) and "ERROR:" in log.excerpt
 
     async def apply(self, ctx: FixContext) -> FixResult:
         choice = await tool_for("isort", ctx)

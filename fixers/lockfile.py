@@ -21,7 +21,7 @@ class LockfileFixer:
     def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
         if _STALE.search(log.excerpt):
             return True
-        return bool(_COMMAND.search(log.command or "")) and "needs to be updated" in log.excerpt
+        return bool(_COMMAND.search(log.commands)) and "needs to be updated" in log.excerpt
 
     async def apply(self, ctx: FixContext) -> FixResult:
         choice = await tool_for("uv", ctx)

@@ -44,7 +44,8 @@ class PrettierFixer:
         if not _ISSUES.search(log.excerpt):
             return False
         command = log.command or ""
-        if "prettier" in command or re.search(r"^> prettier\b", log.excerpt, re.M):
+        # The step's own command, or a package script it ran (``npm run lint`` → ``prettier``).
+        if "prettier" in log.commands or re.search(r"^> prettier\b", log.excerpt, re.M):
             return True
         subdir = log.working_directory or ""
         for match in _SCRIPT.finditer(command):

@@ -19,8 +19,7 @@ class RuffCheckFixer:
     name = "ruff-check"
 
     def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
-        command = log.command or ""
-        return bool(_COMMAND.search(command)) and bool(_FIXABLE.search(log.excerpt))
+        return bool(_COMMAND.search(log.commands)) and bool(_FIXABLE.search(log.excerpt))
 
     async def apply(self, ctx: FixContext) -> FixResult:
         choice = await tool_for("ruff", ctx)

@@ -19,7 +19,7 @@ class RuffFormatFixer:
     def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
         if _EXCERPT.search(log.excerpt):
             return True
-        return bool(_COMMAND.search(log.command or "")) and "would be reformatted" in log.excerpt
+        return bool(_COMMAND.search(log.commands)) and "would be reformatted" in log.excerpt
 
     async def apply(self, ctx: FixContext) -> FixResult:
         choice = await tool_for("ruff", ctx)

@@ -1,7 +1,9 @@
 """``whitespace``: pre-commit-hooks' trailing-whitespace, end-of-file and mixed-line-ending fixers.
 
 Runs their console scripts (from the bundled pre-commit-hooks) on the tracked text files, as
-pre-commit does with ``--all-files``. Only the hooks the log shows failing are run.
+pre-commit does with ``--all-files``. Only the hooks the log shows failing are run: pre-commit's
+own report, or a linter's findings of the same two problems (a missing newline at the end of a
+file, trailing whitespace) when those are all it found.
 """
 
 from __future__ import annotations
@@ -33,18 +35,53 @@ _FAILED = re.compile(
 )
 #: Hook args copied from .pre-commit-config.yaml must look like plain options.
 _SAFE_ARG = re.compile(r"--[a-z][a-z-]{0,40}(=[A-Za-z0-9_.,-]{0,40})?")
+# Linters' findings of the problems these hooks fix (stylelint, eslint, pycodestyle/flake8/ruff,
+# markdownlint, yamllint), each on a line with its ``line:col`` position.
+_POSITION = re.compile(r"\b\d+:\d+\b")
+_LINT_EOF = re.compile(
+    r"no-missing-(?:eof|end-of-source)-newline|\beol-last\b|\bW292\b|\bMD047\b"
+    r"|new-line-at-end-of-file|(?:missing|no) (?:final )?newline at (?:the )?end of (?:the )?file"
+    r"|Newline required at end of file",
+    re.IGNORECASE,
+)
+_LINT_TRAILING = re.compile(
+    r"\bno-trailing-spaces\b|\bW29[13]\b|\bMD009\b|\btrailing-spaces\b"
+    r"|trailing (?:whitespace|spaces?) (?:not allowed|found)|\bW29[13] trailing whitespace",
+    re.IGNORECASE,
+)
+# Other linters' findings: when there are any, the whitespace hooks alone cannot pass the check.
+_OTHER_FINDING = re.compile(
+    r"^\S+:\d+:\d+: [A-Z]+\d+ |^\s*\d+:\d+\s+(?:error|warning|✖|⚠)\s",
+)
 _BATCH = 200
 
 
 def failed_hooks(excerpt: str) -> list[str]:
-    """Hook ids the pre-commit output shows failing, in HOOKS order."""
+    """Hook ids the pre-commit output (or a linter's findings) shows failing, in HOOKS order."""
     found: set[str] = set()
     for match in _FAILED.finditer(excerpt):
         if match.group(2):
             found.add(match.group(2))
         else:
             found.update(k for k, (name, _, _) in HOOKS.items() if name == match.group(1))
+    if not found:
+        found = _lint_hooks(excerpt)
     return [hook for hook in HOOKS if hook in found]
+
+
+def _lint_hooks(excerpt: str) -> set[str]:
+    """The hooks for a linter's whitespace findings, when those are all the findings it shows."""
+    hooks: set[str] = set()
+    for line in excerpt.splitlines():
+        if not _POSITION.search(line):
+            continue
+        if _LINT_EOF.search(line):
+            hooks.add("end-of-file-fixer")
+        elif _LINT_TRAILING.search(line):
+            hooks.add("trailing-whitespace")
+        elif _OTHER_FINDING.search(line):
+            return set()
+    return hooks
 
 
 def configured_args(config_text: str | None, hook_id: str) -> tuple[str, ...] | None:

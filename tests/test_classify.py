@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot.classify import Classification, Location, classify, file_locations
-from bot.logs import DistilledLog, distill
-from bot.problems import Category
+from bot.logs import SET_UP_JOB, DistilledLog, distill
+from bot.problems import Category, Confidence
 from fixers.base import FixContext, Fixer, FixResult, NoFiles, WorktreeFiles
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -559,3 +559,397 @@ def test_locations_are_relative_to_the_working_directory() -> None:
     assert file_locations(distill(raw)) == [
         Location("services/api/app/main.py", 4, None, "error: Name 'x' is not defined")
     ]
+
+
+# --- one table row per pattern the real-log bench showed (written from the pattern, not copied) --
+
+PATTERNS: list[tuple[str, str, list[str], Category, int | None]] = [
+    # human: the build's environment or a dependency, not the code
+    (
+        "conda package not in the channels",
+        "conda env create",
+        [
+            "PackagesNotFoundError: The following packages are not available from current channels:",
+            "  - numpy=1.10.4",
+        ],
+        Category.HUMAN,
+        1,
+    ),
+    (
+        "R package not available",
+        "R CMD check pkg",
+        ["* checking package dependencies ... ERROR", "Package required but not available: 'zoo'"],
+        Category.HUMAN,
+        1,
+    ),
+    (
+        "Maven/Leiningen artifact missing",
+        "lein test",
+        ["Could not find artifact foo:bar:jar:1.0 in central (https://repo1.maven.org/maven2/)"],
+        Category.HUMAN,
+        1,
+    ),
+    (
+        "composer cannot resolve the requirements",
+        "composer update",
+        [
+            "Your requirements could not be resolved to an installable set of",
+            "packages.",
+            "  Problem 1",
+        ],
+        Category.HUMAN,
+        2,
+    ),
+    (
+        "JDK too old for a dependency's class files",
+        "mvn verify",
+        [
+            "[ERROR] /w/A.java:[42,46] cannot access org.x.Tool",
+            "    class file has wrong version 55.0, should be 52.0",
+        ],
+        Category.HUMAN,
+        1,
+    ),
+    (
+        "C toolchain broken",
+        "./configure",
+        ["configure: error: C compiler cannot create executables"],
+        Category.HUMAN,
+        77,
+    ),
+    (
+        "tool missing from the CI image",
+        "swift build",
+        ["The program 'swift' is currently not installed. To run 'swift' please ask your admin"],
+        Category.HUMAN,
+        127,
+    ),
+    (
+        "git refuses the workspace (safe.directory)",
+        "latexdiff-vc --git -r HEAD~1 cv.tex",
+        [
+            "fatal: unsafe repository ('/github/workspace' is owned by someone else)",
+            "Something went wrong in executing: git archive",
+        ],
+        Category.HUMAN,
+        None,
+    ),
+    # infra: evidence of the network or the CI system
+    (
+        "TCP connection refused by a package host",
+        "emacs --batch -l init.el",
+        ['  signal(error ("Could not create connection to elpa.gnu.org:443"))'],
+        Category.INFRA,
+        255,
+    ),
+    (
+        "CI time limit",
+        "make test",
+        ["The job exceeded the maximum time limit for jobs, and has been terminated."],
+        Category.INFRA,
+        None,
+    ),
+    # agent: JVM builds
+    (
+        "Gradle JUnit test FAILED",
+        "./gradlew build",
+        [
+            "LogDifferTest > testGithubParsing() FAILED",
+            "    java.lang.IllegalArgumentException at LogDifferTest.java:61",
+        ],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "javac error with [line,col]",
+        "mvn -B compile",
+        ["[ERROR] /w/src/main/java/A.java:[25,31] cannot find symbol"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "Maven COMPILATION ERROR",
+        "mvn -B compile",
+        ["[ERROR] COMPILATION ERROR :", "[INFO] 1 error"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "Gradle task failure",
+        "./gradlew build",
+        [
+            "* What went wrong:",
+            "Execution failed for task ':app:checkstyleMain'.",
+            "> Unable to create Root Module: config {checkstyle.xml}",
+        ],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "sbt compile error",
+        "sbt test:compile",
+        ["[error] /w/src/main/scala/A.scala:10:8: object x is not a member of package y"],
+        Category.AGENT,
+        1,
+    ),
+    # agent: JavaScript test runners
+    (
+        "vitest failed tests",
+        "npm run test",
+        [
+            "   × App > renders 8ms",
+            "     → localStorage is not defined",
+            "      Tests  17 failed | 12 passed (29)",
+        ],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "jest FAIL and ● test",
+        "yarn test",
+        ["FAIL test/app.test.js (11.4s)", "  ● prevents doubling prefixes", "    expect(received)"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "mocha failing count",
+        "npm test",
+        ["  1 failing", "  1) unit:: general fails:", "     AssertionError: expected 1 to equal 2"],
+        Category.AGENT,
+        1,
+    ),
+    # agent: other ecosystems
+    (
+        "go test FAIL",
+        "go test ./...",
+        ["--- FAIL: TestSync (0.18s)", "    sync_test.go:679: failed to sync", "FAIL"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "cargo test panicked (exit 101)",
+        "cargo test",
+        ["thread 'grid' panicked at 'Ref test failed', tests/ref.rs:126:9", "test result: FAILED."],
+        Category.AGENT,
+        101,
+    ),
+    (
+        "flutter test failures",
+        "flutter test",
+        ["00:45 +90 -61: Some tests failed.", "Error: 90 tests passed, 61 failed."],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "julia Test Failed",
+        "julia --project -e 'using Pkg; Pkg.test()'",
+        ["Metadata: Test Failed at /w/test/helpers.jl:90", "  Expression: a == b"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "ExUnit numbered failure",
+        "mix test",
+        [
+            "  1) test reloads on every request (Phoenix.CodeReloaderTest)",
+            "     ** (ArgumentError) argument error",
+        ],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "Pester [-] failure",
+        "pwsh -c Invoke-Pester",
+        ["[-] - Running without params runs all files -> Expected and actual values differ!"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "PHP run-tests FAIL",
+        "php run-tests.php",
+        ["001+ ** ERROR: process timed out **", "FAIL Bug #1 (proc_open hangs) [ext/a/bug1.phpt]"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "Erlang Common Test failed on line",
+        "make ct",
+        ["confirms_SUITE:reject failed on line 195", "Reason: expecting_nack_got_ack"],
+        Category.AGENT,
+        2,
+    ),
+    (
+        "unittest/nose FAIL:",
+        "nosetests",
+        ["FAIL: tests.api_tests.test_pipeline", "AssertionError:"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "TAP not ok",
+        "bats test",
+        ["not ok 21 podman run docker-archive", "# (in test file test/run.bats, line 30)"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "minitest error report",
+        "bin/rails test",
+        [
+            "Error:",
+            "HelperTest#test_helper_is_included:",
+            "ActionView::Template::Error: undefined method `x' for nil",
+            "2048 runs, 4644 assertions, 0 failures, 1 errors, 0 skips",
+        ],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "XCTest assertion",
+        "xcodebuild test",
+        [
+            'testCompact, ((sizeBefore) equal to (sizeAfter)) failed: ("12288") is not equal to ("16384")'
+        ],
+        Category.AGENT,
+        65,
+    ),
+    (
+        "lint finding path:line: message",
+        "tldr-lint pages",
+        ["pages/common/mat2.md:3: TLDR004 Command descriptions should end in a period"],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "lint finding without a space",
+        "mdlint *.md",
+        ["README.md:2186:Line longer than 80 characters."],
+        Category.AGENT,
+        1,
+    ),
+    (
+        "generated files out of date",
+        "./tools/check-generated.sh",
+        [" M dist/app.min.js", "Please rebuild the JavaScript and commit the changes."],
+        Category.AGENT,
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "output", "category", "exit_code"),
+    [(c, o, cat, code) for _, c, o, cat, code in PATTERNS],
+    ids=[name for name, *_ in PATTERNS],
+)
+def test_patterns(
+    command: str, output: list[str], category: Category, exit_code: int | None
+) -> None:
+    result = classify(step_log(command, output, exit_code=exit_code), fixers=STUBS)
+    assert result.category is category, result
+    assert result.confidence is Confidence.HIGH, result
+    assert result.evidence
+
+
+def test_timeout_wrapper_exit_124_is_infra_only_with_a_timeout_command() -> None:
+    """Pattern: ``timeout 35m build.sh`` exits 124 when time runs out (Travis ``$TIMEOUT``)."""
+    output = ["Building 12/80 modules"]
+    timed = classify(step_log("$TIMEOUT 35m ci/build.sh", output, exit_code=124), fixers=STUBS)
+    assert timed.category is Category.INFRA
+    plain = classify(step_log("ci/build.sh", output, exit_code=124), fixers=STUBS)
+    assert plain.category is Category.HUMAN
+
+
+def test_set_up_job_failures_are_infra_only_on_a_server_error() -> None:
+    """Pattern: the runner's ``Set up job`` could not download an action."""
+    server_error = distill(
+        f"{STAMP}Current runner version: '2.331.0'\n{STAMP}Getting action download info\n"
+        f"{STAMP}##[error]Response status code does not indicate success: 500 (Internal Server "
+        "Error).\n"
+    )
+    assert server_error.step == SET_UP_JOB
+    assert classify(server_error, fixers=STUBS).category is Category.INFRA
+    missing = distill(
+        f"{STAMP}Current runner version: '2.331.0'\n{STAMP}Getting action download info\n"
+        f"{STAMP}##[error]Unable to resolve action `actions/chekout@v4`, repository not found\n"
+    )
+    assert missing.step == SET_UP_JOB
+    result = classify(missing, fixers=STUBS)
+    assert result.category is Category.HUMAN
+    assert not result.retryable
+
+
+def test_tests_that_failed_before_the_runner_was_lost_win() -> None:
+    """Pattern: tests fail, then the runner gets a shutdown signal in the same step."""
+    output = [
+        "Voxel Data Comparison: Test Failed at /w/test/helpers.jl:117",
+        "  Expression: a == b",
+        "##[error]The runner has received a shutdown signal.",
+        "##[error]The operation was canceled.",
+    ]
+    result = classify(step_log("julia test/runtests.jl", output, exit_code=None), fixers=STUBS)
+    assert result.category is Category.AGENT
+    assert any("Test Failed at" in e for e in result.evidence)
+    assert any("shutdown signal" in e for e in result.evidence)
+    # The loss alone, or a loss before any failure, stays infrastructure.
+    lost_first = [output[2], output[0], output[1], output[3]]
+    assert (
+        classify(
+            step_log("julia test/runtests.jl", lost_first, exit_code=None), fixers=STUBS
+        ).category
+        is Category.INFRA
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "output", "category"),
+    [
+        (
+            "an unknown tool's error line",
+            "test/sass-compile-tester.sh",
+            ['Error: Invalid CSS after "x": expected media query list', "  on line 7 of a.sass"],
+            Category.AGENT,
+        ),
+        (
+            "a linter printing only path:line findings",
+            "pep257 src",
+            ["src/a.py:105 in public method `run`:", "        D200: One-line docstring"],
+            Category.AGENT,
+        ),
+        (
+            "a module the code needs is not installed",
+            "python scripts/release.py",
+            ["ModuleNotFoundError: No module named 'requests'"],
+            Category.HUMAN,
+        ),
+        (
+            "a tool crashed inside its own dependency",
+            "standard",
+            [
+                "  /w/lib/a.js:0:0: /w/node_modules/babel-eslint/toToken.js:56",
+                "Unexpected token ILLEGAL",
+                "npm ERR! Test failed.  See above for more details.",
+            ],
+            Category.HUMAN,
+        ),
+        (
+            "a tool's bootstrap failed while installing itself",
+            "./build.sh",
+            ["Installing .NET CLI...", "An error occured while installing Cake."],
+            Category.HUMAN,
+        ),
+    ],
+)
+def test_the_fallback_reads_the_failure_lines_and_says_it_is_unsure(
+    name: str, command: str, output: list[str], category: Category
+) -> None:
+    result = classify(step_log(command, output), fixers=STUBS)
+    assert result.category is category, result
+    assert result.confidence is Confidence.LOW
+    assert "Low confidence" in result.reason or "low" in result.reason.lower()
+
+
+def test_nothing_to_go_on_is_a_low_confidence_hand_off() -> None:
+    result = classify(step_log("./build.sh", ["something went sideways"]), fixers=STUBS)
+    assert result.category is Category.HUMAN
+    assert result.confidence is Confidence.LOW

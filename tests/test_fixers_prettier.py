@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fixers.base import WorktreeFiles
+from bot.logs import distill
+from fixers.base import NoFiles, WorktreeFiles
 from fixers.prettier import PRETTIER, flagged_files
 from tests.fixer_support import (
     all_cases,
@@ -111,3 +112,26 @@ def test_matches_through_package_scripts(
         (tmp_path / "package.json").write_text(package_json)
     log = make_log(command, "[warn] a.js\n[warn] Code style issues found in 1 file.")
     assert PRETTIER.matches(log, WorktreeFiles(tmp_path)) is expected
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        # npm 6+ and pnpm echo the script's command under its header
+        '> app@1.0.0 lint:css /home/travis/build/o/app\n> prettier "**/*.css" --check\n',
+        # npm 6 repeats it in its error
+        "npm ERR! app@1.0.0 format: `prettier --list-different src`\n",
+        # yarn 1
+        "yarn run v1.22.19\n$ prettier --check .\n",
+    ],
+)
+def test_matches_a_package_script_seen_in_the_output(output: str) -> None:
+    """Pattern: ``npm run lint`` (or pnpm, yarn) runs prettier; the log shows which script ran."""
+    log = distill(
+        "##[group]Run npm run lint\nnpm run lint\nshell: /usr/bin/bash -e {0}\n##[endgroup]\n"
+        + output
+        + "src/a.css\nCode style issues found in the above file(s). Forgot to run Prettier?\n"
+        "##[error]Process completed with exit code 1.\n"
+    )
+    assert any("prettier" in s for s in log.scripts)
+    assert PRETTIER.matches(log, NoFiles())

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.logs import distill
 from bot.tools import ToolChoice, bundled_executable, prepare_tool, resolve_tool
-from fixers.base import WorktreeFiles
+from fixers.base import NoFiles, WorktreeFiles
 from fixers.ruff_check import RUFF_CHECK
 from tests.fixer_support import (
     all_cases,
@@ -207,3 +208,24 @@ async def test_differing_pin_runs_the_pinned_version(tmp_path: Path) -> None:
     assert read_files(repo, ["a.py"]) == {"a.py": FIXES[0][1]}
     assert result.self_check_passed
     assert (tmp_path / "cache" / "python" / "ruff-0.6.9" / "bin" / "ruff").exists()
+
+
+def test_matches_the_command_seen_only_in_the_echoed_script() -> None:
+    """Pattern: a ``gh run view --log-failed`` excerpt that starts inside the step's script, so
+    the ``Run …`` header is gone and the command shows only in the echoed script lines."""
+    stamp = "2026-07-23T10:06:40.3157293Z "
+    lines = [
+        "fi",
+        'uvx ruff check "${FILES[@]}"',
+        'uvx ruff format --check "${FILES[@]}"',
+        "shell: /usr/bin/bash -e {0}",
+        "##[endgroup]",
+        "F401 [*] `app.auth.decode` imported but unused",
+        "Found 1 error.",
+        "[*] 1 fixable with the `--fix` option.",
+        "##[error]Process completed with exit code 1.",
+    ]
+    log = distill("\n".join(f"lint\tRuff lint\t{stamp}{line}" for line in lines))
+    assert log.command is not None
+    assert "uvx ruff check" in log.command
+    assert RUFF_CHECK.matches(log, NoFiles())

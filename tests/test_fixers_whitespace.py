@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fixers.base import NoFiles
 from fixers.whitespace import WHITESPACE, configured_args, failed_hooks
 from tests.fixer_support import (
     all_cases,
@@ -107,3 +108,47 @@ async def test_scenario(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", all_cases())
 def test_matches_only_its_scenarios(case: str) -> None:
     assert_matches_only_its_scenarios(WHITESPACE, case)
+
+
+@pytest.mark.parametrize(
+    ("excerpt", "hooks"),
+    [
+        # stylelint (old and new rule names)
+        (
+            "normalize.css\n429:1\tUnexpected missing newline at end of file (no-missing-eof-newline)",
+            ["end-of-file-fixer"],
+        ),
+        (
+            "a.css\n 3:1  ✖  Unexpected missing end-of-source newline  no-missing-end-of-source-newline",
+            ["end-of-file-fixer"],
+        ),
+        # eslint stylish
+        (
+            "/w/a.js\n  3:1  error  Newline required at end of file but not found  eol-last\n"
+            "  2:9  error  Trailing spaces not allowed  no-trailing-spaces",
+            ["trailing-whitespace", "end-of-file-fixer"],
+        ),
+        # pycodestyle / flake8
+        (
+            "src/a.py:4:10: W291 trailing whitespace\nsrc/a.py:9:1: W292 no newline at end of file",
+            ["trailing-whitespace", "end-of-file-fixer"],
+        ),
+        # another finding in the same run: the whitespace hooks alone cannot make it pass
+        (
+            "src/a.py:4:10: W291 trailing whitespace\nsrc/a.py:5:80: E501 line too long (99 > 79)",
+            [],
+        ),
+        (
+            "/w/a.js\n  3:1  error  Newline required at end of file but not found  eol-last\n"
+            "  4:5  error  'x' is defined but never used  no-unused-vars",
+            [],
+        ),
+        # the words without a finding's position are not a finding
+        ("trim trailing whitespace....Passed\nmissing newline at end of file, see docs", []),
+    ],
+)
+def test_linters_whitespace_findings_are_the_hooks_findings(excerpt: str, hooks: list[str]) -> None:
+    """Pattern: a linter (stylelint, eslint, pycodestyle) reporting only a missing final newline
+    or trailing whitespace, which the pre-commit-hooks fixers repair."""
+    assert failed_hooks(excerpt) == hooks
+    assert WHITESPACE.matches(make_log("npm test", excerpt), NoFiles()) is bool(hooks)

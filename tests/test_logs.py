@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.logs import DistilledLog, clean_line, distill
+from bot.logs import DistilledLog, clean_line, distill, distill_steps, is_error_line
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CASES = sorted(p for p in (SHARED / "scenarios" / "cases").iterdir() if p.is_dir())
@@ -338,7 +339,7 @@ def test_uses_step_reports_the_action() -> None:
     assert log.error_lines == ("Error: Unable to download node 20: ECONNRESET",)
 
 
-def test_last_step_with_exit_code_wins_and_other_errors_are_reported() -> None:
+def test_every_failed_step_is_distilled_and_distill_keeps_the_last() -> None:
     raw = job_log(
         (
             "./lint.sh",
@@ -352,10 +353,31 @@ def test_last_step_with_exit_code_wins_and_other_errors_are_reported() -> None:
         ),
         ("./never.sh", run_header("./never.sh"), ["##[warning]only a warning here"]),
     )
+    steps = distill_steps(raw)
+    assert [(s.step, s.exit_code, s.job) for s in steps] == [
+        ("./lint.sh", 3, "test"),
+        ("./test.sh", 4, "test"),
+    ]
+    assert steps[0].excerpt == (
+        "Warning: deprecated option\nError: Process completed with exit code 3."
+    )
+    assert steps[1].excerpt == "boom\nError: Process completed with exit code 4."
     log = distill(raw)
     assert (log.step, log.exit_code) == ("./test.sh", 4)
-    assert "Error: Process completed with exit code 3." in log.error_lines
     assert "deprecated option" not in log.excerpt
+
+
+def test_errors_outside_the_failed_steps_are_reported_with_each() -> None:
+    raw = job_log(
+        (
+            "./test.sh",
+            run_header("./test.sh"),
+            ["boom", "##[error]Process completed with exit code 4."],
+        ),
+    ).replace("Post job cleanup.", "Post job cleanup.\n##[error]cache upload failed: 503")
+    [log] = distill_steps(raw)
+    assert "Error: cache upload failed: 503" in log.error_lines
+    assert "cache upload" not in log.excerpt
 
 
 def test_script_line_that_looks_like_shell_is_part_of_the_command() -> None:
@@ -427,3 +449,190 @@ def test_a_giant_single_line_is_bounded() -> None:
     assert first.startswith("error error")
     assert first.endswith(" chars]")
     assert log.excerpt.endswith("Error: Process completed with exit code 1.")
+
+
+# --- excerpts: what is kept first, and how it is rendered -----------------------------------
+
+MARKER = re.compile(r"^… \[(\d+) lines omitted\] …$")
+
+
+def noisy_step(output: list[str]) -> str:
+    return job_log(("./ci.sh", run_header("./ci.sh"), output))
+
+
+def rendered_lines(log: DistilledLog) -> list[str]:
+    return log.excerpt.split("\n")
+
+
+def test_failure_lines_come_before_help_passing_tests_and_licence_text() -> None:
+    """Pattern: a build that prints a licence banner, passing tests and advice around one failure."""
+    output = [
+        "gcc (Ubuntu 9.4.0) 9.4.0",
+        "This is free software; see the source for copying conditions.  There is NO",
+        "warranty; not even for MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE.",
+        *[f"CalcTest > adds{i}() PASSED" for i in range(40)],
+        "CalcTest > divides() FAILED",
+        "    java.lang.ArithmeticException at CalcTest.java:61",
+        *[f"CalcTest > subtracts{i}() PASSED" for i in range(40)],
+        "* What went wrong:",
+        "Execution failed for task ':test'.",
+        "* Try:",
+        "> Run with --stacktrace option to get the stack trace.",
+        "> Run with --info or --debug option to get more log output.",
+        "* Get more help at https://help.gradle.org",
+        "BUILD FAILED in 14s",
+        "##[error]Process completed with exit code 1.",
+    ]
+    log = distill(noisy_step(output), max_excerpt_bytes=420)
+    for needed in (
+        "CalcTest > divides() FAILED",
+        "java.lang.ArithmeticException at CalcTest.java:61",
+        "Execution failed for task ':test'.",
+        "BUILD FAILED in 14s",
+    ):
+        assert needed in log.excerpt, log.excerpt
+    for dropped in ("PASSED", "free software", "Run with --stacktrace", "help.gradle.org"):
+        assert dropped not in log.excerpt, log.excerpt
+
+
+def test_maven_help_gives_way_to_the_compiler_message() -> None:
+    """Pattern: Maven repeats ``[ERROR]`` on its advice lines; the cause must win the budget."""
+    output = [
+        *[f"[INFO] Compiling module {i}" for i in range(30)],
+        "[ERROR] COMPILATION ERROR :",
+        "[ERROR] /w/src/A.java:[42,46] cannot access org.x.Compiler",
+        "  bad class file: /m2/ecj.jar(org/x/Compiler.class)",
+        "    class file has wrong version 55.0, should be 52.0",
+        *[f"[INFO] Building module {i}" for i in range(30)],
+        "[INFO] BUILD FAILURE",
+        "[ERROR] -> [Help 1]",
+        "[ERROR] To see the full stack trace of the errors, re-run Maven with the -e switch.",
+        "[ERROR] Re-run Maven using the -X switch to enable full debug logging.",
+        "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/MojoFailureException",
+        "##[error]Process completed with exit code 1.",
+    ]
+    log = distill(noisy_step(output), max_excerpt_bytes=700)
+    assert "class file has wrong version 55.0, should be 52.0" in log.excerpt
+    assert "COMPILATION ERROR" in log.excerpt
+    assert "Re-run Maven" not in log.excerpt
+
+
+def test_repeated_traces_collapse_and_leave_room_for_the_message_and_summary() -> None:
+    """Pattern: vitest prints the same stack for every failing test, then its summary."""
+    trace = [
+        "ReferenceError: document is not defined",
+        " ❯ render node_modules/@testing-library/react/dist/pure.js:257:5",
+        " ❯ src/Form.test.tsx:67:5",
+    ]
+    output = [f" FAIL  src/Form.test.tsx > Form > case {i}\n" + "\n".join(trace) for i in range(30)]
+    output = [
+        *"\n".join(output).split("\n"),
+        "      Tests  30 failed | 12 passed (42)",
+        "##[error]Process completed with exit code 1.",
+    ]
+    log = distill(noisy_step(output), max_excerpt_bytes=900)
+    assert "ReferenceError: document is not defined (×30)" in log.excerpt
+    assert log.excerpt.count("ReferenceError: document is not defined") == 1
+    assert "Tests  30 failed | 12 passed (42)" in log.excerpt
+
+
+def test_counts_sit_on_their_line_and_blank_runs_are_not_counted() -> None:
+    output = [
+        "retrying",
+        "retrying",
+        "",
+        "",
+        "",
+        "done",
+        "",
+        "",
+        "##[error]Process completed with exit code 1.",
+    ]
+    log = distill(noisy_step(output))
+    assert log.excerpt == "retrying (×2)\n\ndone\n\nError: Process completed with exit code 1."
+    assert not any(line.strip().startswith("(×") for line in rendered_lines(log))
+
+
+@pytest.mark.parametrize("budget", [256, 300, 400, 555, 700, 1000, 1500, 2222, 3072])
+def test_the_budget_never_cuts_a_marker_a_line_or_omits_a_single_line(budget: int) -> None:
+    output = []
+    for i in range(300):
+        if i % 17 == 0:
+            output.append(f"E       AssertionError: case {i} expected {i} got {i + 1}")
+        elif i % 29 == 0:
+            output.append(f"FAILED tests/test_m.py::test_{i} - ValueError: bad value {i}")
+        else:
+            output.append(f"tests/test_m.py::test_{i} PASSED " + "x" * (i % 40))
+    output += [
+        "===== 28 failed, 272 passed in 3.00s =====",
+        "##[error]Process completed with exit code 1.",
+    ]
+    raw_lines = {clean_line(line) for line in output} | {
+        "Error: Process completed with exit code 1."
+    }
+    log = distill(noisy_step(output), max_excerpt_bytes=budget)
+    assert len(log.excerpt.encode("utf-8")) == log.distilled_bytes <= budget
+    omitted = 0
+    for line in rendered_lines(log):
+        m = MARKER.match(line)
+        if m is not None:
+            assert int(m.group(1)) >= 2, "a single omitted line is shown, not marked"
+            omitted += int(m.group(1))
+            continue
+        assert "lines omitted" not in line, f"a cut marker: {line!r}"
+        base = re.sub(r" \(×\d+\)$", "", line)
+        assert base in raw_lines, f"a line that is not one of the log's: {line!r}"
+    assert omitted == log.omitted_lines
+    assert log.excerpt.endswith("Error: Process completed with exit code 1.")
+
+
+def test_long_lines_are_cut_between_words() -> None:
+    line = "error: " + " ".join(f"word{i}" for i in range(100))
+    shown = clean_line(line)
+    head, _, tail = shown.partition("…[+")
+    assert line.startswith(head)
+    assert line[len(head)] == " ", "cut at a space, not inside a word"
+    assert tail.endswith(" chars]")
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("fatal: unsafe repository ('/github/workspace' is owned by someone else)", True),
+        ("fatal: not a git repository (or any of the parent directories): .git", True),
+        ("  args: -file-line-error -interaction=nonstopmode -Werror", False),
+        ("(5/7) Installing perl-error (0.17029-r1)", False),
+        ("This program is distributed under the GNU General Public License", False),
+        ("License: MIT", False),
+        ("Tests run: 6, Failures: 0, Errors: 0, Skipped: 0", False),
+        ("[WARNING] /w/src/A.java:[86,32] deprecated API", False),
+        ("src/a.c:3:1: warning: unused variable 'x'", False),
+        ("src/a.c:3:1: error: expected ';'", True),
+        ("tests/test_a.py::test_x PASSED", False),
+    ],
+)
+def test_what_counts_as_an_error_line(line: str, error: bool) -> None:
+    assert is_error_line(line) is error
+
+
+def test_the_job_name_comes_from_the_log_not_the_command() -> None:
+    raw = job_log(
+        ("npm test", run_header("npm test"), ["##[error]Process completed with exit code 1."])
+    )
+    raw = raw.replace("Complete job name: test", "Complete job name: quality-gates")
+    [log] = distill_steps(raw)
+    assert (log.job, log.step) == ("quality-gates", "npm test")
+
+
+def test_package_scripts_are_read_from_the_output() -> None:
+    output = [
+        "> app@1.0.0 lint /home/runner/work/app/app",
+        "> prettier --check .",
+        "[warn] src/a.js",
+        "npm ERR! app@1.0.0 format: `pnpm exec biome check`",
+        "$ eslint src",
+        "##[error]Process completed with exit code 1.",
+    ]
+    log = distill(job_log(("npm run lint", run_header("npm run lint"), output)))
+    assert log.scripts == ("prettier --check .", "pnpm exec biome check", "eslint src")
+    assert log.commands == "npm run lint\nprettier --check .\npnpm exec biome check\neslint src"
