@@ -174,7 +174,7 @@ class EnvironmentRecord(BaseModel):
 
     def summary_line(self) -> str:
         """One line for the sticky comment."""
-        parts = [f"job `{self.job}`" if self.job else "no matching CI job"]
+        parts = [f"job {self.job}" if self.job else "no matching CI job"]
         if self.toolchains:
             parts.append(", ".join(self.toolchains))
         replayed = sum(1 for s in self.steps if s.status == "replayed")

@@ -422,7 +422,8 @@ async def test_server_reproduces_then_verifies_in_the_job_environment(
             count=0,
         )
     pull = world.open_pull("copilot/fix", case.files, number=31, user="Copilot", body="Fix.")
-    run, job = world.fail_job(pull.head_sha, case.job, case_log(case))
+    head = pull.head_sha
+    run, job = world.fail_job(head, case.job, case_log(case))
 
     assert await world.deliver("workflow_job", world.workflow_job_event(run, job)) == 202
     await world.drain()
@@ -431,10 +432,12 @@ async def test_server_reproduces_then_verifies_in_the_job_environment(
     outcome = extract_outcome(comment["body"])
     assert outcome is not None
     assert_rebuilt(outcome, case)
-    assert "Environment: job `.github/workflows/ci.yml:" in comment["body"]
+    assert f"Environment: job .github/workflows/ci.yml: {case.job} · " in comment["body"]
+    assert "· reproduced" in comment["body"]
     new_head = world.branch_sha("copilot/fix")
-    assert git(world.bare, "rev-parse", f"{new_head}^") == pull.head_sha
-    changed = git(world.bare, "diff", "--name-only", pull.head_sha, new_head).splitlines()
+    assert outcome["commit"] == new_head
+    assert git(world.bare, "rev-parse", f"{new_head}^") == head
+    changed = git(world.bare, "diff", "--name-only", head, new_head).splitlines()
     # Exactly the fix: nothing the setup steps or the checks left behind.
     expected = [case.edit.path] if case.edit else ["services/billing/invoices.py"]
     assert changed == expected

@@ -452,7 +452,8 @@ class JobEnvironments:
                 await self.services.check(environment.services)
             contents = await asyncio.to_thread(_read_files, wt.path, files_read(job, tracked))
             key_tree = wt.sha if installs_project(job) else None
-            fp = fingerprint(job, environment.record.toolchains, contents, tree=key_tree)
+            # The worktree's path inside is part of the key: editable installs record it.
+            fp = fingerprint(job, [tree, *environment.record.toolchains], contents, tree=key_tree)
             pooled = self.pool / fp
             if await asyncio.to_thread(_complete, pooled):
                 await asyncio.to_thread(_restore, pooled, dirs)
