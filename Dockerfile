@@ -4,7 +4,9 @@ FROM python:3.11-slim-bookworm
 
 ARG UV_VERSION=0.13.9
 # git: mirrors and worktrees; bubblewrap: the sandbox for untrusted PR code;
-# nodejs/npm: prettier; curl: the HEALTHCHECK;
+# nodejs/npm: the bundled node tools (prettier, eslint, pnpm, yarn); golang-go and
+# golang-golang-x-tools: gofmt, goimports; cargo, rustfmt: cargo fmt, cargo update;
+# curl: the HEALTHCHECK;
 # postgresql, redis-server, mariadb-server, socat: a private instance of each `services:` entry of
 # a job, started per job from a template (bot/jobenv/services.py), and the forwarders that make it
 # reachable in the sandbox. No cluster is created and no server runs at image start.
@@ -12,6 +14,7 @@ RUN mkdir -p /etc/postgresql-common \
  && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf \
  && apt-get update \
  && apt-get install -y --no-install-recommends git bubblewrap nodejs npm curl ca-certificates \
+      golang-go golang-golang-x-tools cargo rustfmt \
       postgresql redis-server mariadb-server socat \
  && rm -rf /var/lib/apt/lists/* \
  && pip install --no-cache-dir "uv==${UV_VERSION}"

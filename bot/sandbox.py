@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bot.errors import SandboxError, SandboxUnavailable
 from bot.git import MetadataMark, check_metadata, mark_metadata
@@ -78,6 +78,16 @@ class Layout:
         return self.tree if str(relative) == "." else f"{self.tree}/{relative}"
 
 
+class Bind(NamedTuple):
+    """A host directory mounted into the sandbox for one command (a fixer's cache, a private git
+    view of the tree). Read-only unless ``writable``; the host directory is the caller's own,
+    never another job's."""
+
+    host: Path
+    inside: str
+    writable: bool = False
+
+
 class Runner(Protocol):
     """Runs a command in a worktree. The production implementation is the bubblewrap sandbox."""
 
@@ -90,6 +100,7 @@ class Runner(Protocol):
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         network: bool = False,
+        binds: Sequence[Bind] = (),
     ) -> CommandResult: ...
 
 
@@ -329,6 +340,7 @@ class BubblewrapSandbox:
         network: bool,
         metadata: MetadataMark | None = None,
         layout: Layout | None = None,
+        binds: Sequence[Bind] = (),
     ) -> list[str]:
         """The full bwrap command line (exposed for inspection and tests); ``metadata`` is the
         git metadata found in ``writable``, bound read-only."""
@@ -376,6 +388,8 @@ class BubblewrapSandbox:
             args += list(layout.extra_args)
             chdir = layout.inside(writable, cwd)
             argv = layout.wrap(argv) if layout.wrap else list(argv)
+        for bind in binds:
+            args += ["--bind" if bind.writable else "--ro-bind", str(bind.host), bind.inside]
         args += ["--chdir", chdir, "--clearenv"]
         for name, value in env.items():
             args += ["--setenv", name, value]
@@ -392,6 +406,7 @@ class BubblewrapSandbox:
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         network: bool = False,
         layout: Layout | None = None,
+        binds: Sequence[Bind] = (),
     ) -> CommandResult:
         writable, cwd = _confine(writable, cwd)
         full_env = scrubbed_env(env, network=network, layout=layout)
@@ -404,6 +419,7 @@ class BubblewrapSandbox:
             network=network,
             metadata=mark,
             layout=layout,
+            binds=binds,
         )
         result = await run_limited(
             command,
@@ -443,7 +459,11 @@ class UnsandboxedRunner:
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         network: bool = False,
+        binds: Sequence[Bind] = (),
     ) -> CommandResult:
+        for bind in binds:
+            if str(bind.host.resolve()) != bind.inside:
+                raise SandboxError(f"cannot mount {bind.host} at {bind.inside} without the sandbox")
         full_env = scrubbed_env(env, network=network)
         mark = await asyncio.to_thread(mark_metadata, writable)
         result = await run_limited(

@@ -30,17 +30,23 @@ from typing import TYPE_CHECKING
 import yaml
 
 from bot.errors import FixerError, SandboxError
-from bot.sandbox import CommandResult, Runner, run_limited, scrubbed_env
+from bot.sandbox import Bind, CommandResult, Runner, run_limited, scrubbed_env
 from bot.workspace import changed_paths, restore_paths, snapshot_tree
 
 if TYPE_CHECKING:
     from fixers.base import FixContext, FixResult, RepoFiles
 
-#: The prettier installed by scripts/install-system-deps.sh into ``.tools/node``.
-BUNDLED_PRETTIER_VERSION = "3.10.1"
+#: The node tools scripts/install-system-deps.sh installs into ``.tools/node`` (keep in step).
+BUNDLED_NODE_VERSIONS: Mapping[str, str] = {
+    "prettier": "3.10.1",
+    "eslint": "10.16.0",
+    "pnpm": "10.34.8",
+    "yarn": "1.22.22",
+}
+BUNDLED_PRETTIER_VERSION = BUNDLED_NODE_VERSIONS["prettier"]
 
-PYTHON_TOOLS = frozenset({"ruff", "black", "isort", "uv"})
-NODE_TOOLS = frozenset({"prettier"})
+PYTHON_TOOLS = frozenset({"ruff", "black", "isort", "uv", "pre-commit", "poetry"})
+NODE_TOOLS = frozenset(BUNDLED_NODE_VERSIONS)
 
 #: Versions are hostile input (they come from the PR): only plain release numbers pass.
 _PY_VERSION = re.compile(
@@ -118,7 +124,7 @@ def bundled_executable(tool: str) -> Path:
 
 def bundled_version(tool: str) -> str:
     if tool in NODE_TOOLS:
-        return BUNDLED_PRETTIER_VERSION
+        return BUNDLED_NODE_VERSIONS[tool]
     try:
         return importlib.metadata.version(tool)
     except importlib.metadata.PackageNotFoundError as exc:
@@ -433,6 +439,8 @@ class ToolRun:
     ok_codes: frozenset[int] = frozenset({0})
     network: bool = False
     env: Mapping[str, str] | None = None
+    #: Directories mounted for both commands (a hook cache, a git view of the tree).
+    binds: Sequence[Bind] = ()
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -450,7 +458,13 @@ async def run_fixer(
     outputs: list[str] = []
     for run in runs:
         result = await ctx.runner.run(
-            run.fix, cwd=cwd, writable=worktree, env=run.env, network=run.network, timeout=600.0
+            run.fix,
+            cwd=cwd,
+            writable=worktree,
+            env=run.env,
+            network=run.network,
+            timeout=600.0,
+            **_binds(run),
         )
         if result.timed_out:
             raise FixerError(f"{name}: {' '.join(run.fix[:3])} timed out")
@@ -463,13 +477,22 @@ async def run_fixer(
     after = await asyncio.to_thread(snapshot_tree, wt)
     changed = await asyncio.to_thread(changed_paths, wt, before, after)
     protected = [p for p in changed if is_protected(p, ctx.protected_paths)]
-    if protected:
-        await asyncio.to_thread(restore_paths, wt, before, protected)
-        changed = [p for p in changed if p not in protected]
+    outside = [
+        p for p in changed if ctx.scope is not None and p not in ctx.scope and p not in protected
+    ]
+    if protected or outside:
+        await asyncio.to_thread(restore_paths, wt, before, [*protected, *outside])
+        changed = [p for p in changed if p not in protected and p not in outside]
     checks_ok = True
     for run in runs:
         check = await ctx.runner.run(
-            run.check, cwd=cwd, writable=worktree, env=run.env, network=run.network, timeout=600.0
+            run.check,
+            cwd=cwd,
+            writable=worktree,
+            env=run.env,
+            network=run.network,
+            timeout=600.0,
+            **_binds(run),
         )
         checks_ok = checks_ok and check.ok
         if not check.ok:
@@ -481,6 +504,10 @@ async def run_fixer(
         parts.append(", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
     if protected:
         parts.append(f"left protected path(s) untouched: {', '.join(protected)}")
+    if outside:
+        parts.append(
+            f"put back {len(outside)} file(s) outside the pull request's changes (scope: changed)"
+        )
     if note:
         parts.append(note)
     if not checks_ok:
@@ -491,7 +518,39 @@ async def run_fixer(
         tool_version=choice.describe(),
         self_check_passed=checks_ok,
         detail="\n".join(parts),
+        out_of_scope=tuple(outside),
     )
+
+
+def _binds(run: ToolRun) -> dict[str, Sequence[Bind]]:
+    # Only passed when there are some: runners written before binds existed keep working.
+    return {"binds": run.binds} if run.binds else {}
+
+
+async def probe(
+    ctx: FixContext, argv: Sequence[str], *, cwd: Path | None = None, limit: float = 60.0
+) -> str | None:
+    """Run ``argv`` (a ``--version``) where the fixer runs; its first output line, or None when
+    it is not there (not installed in the job environment, not on the sandbox's PATH)."""
+    where = cwd or await asyncio.to_thread(fix_dir, ctx)
+    try:
+        result = await ctx.runner.run(argv, cwd=where, writable=ctx.worktree, timeout=limit)
+    except SandboxError:
+        return None
+    if not result.ok:
+        return None
+    lines = result.output.strip().splitlines()
+    return lines[0].strip()[:200] if lines else ""
+
+
+def local_bin(ctx: FixContext, tool: str) -> list[str]:
+    """``node_modules/.bin/<tool>`` of the sub-project and of each directory above it up to the
+    root, nearest first, relative to the sub-project (what ``npx --no-install`` would find)."""
+    depth = len(PurePosixPath(ctx.subdir).parts) if ctx.subdir else 0
+    return [
+        "/".join([".."] * up + ["node_modules", ".bin", tool]) if up else f"node_modules/.bin/{tool}"
+        for up in range(depth + 1)
+    ]
 
 
 _SHELL_SYNTAX = re.compile(r"[$`|;&<>()*?{}\\!~]")

@@ -71,6 +71,13 @@ class FixContext:
     runner: Runner
     #: Paths (globs, repository-relative) the repository config says never to touch.
     protected_paths: Sequence[str] = field(default_factory=tuple)
+    #: ``autofix.scope: changed``: the repository-relative paths the pull request changed; a
+    #: change the tool makes to any other file is put back (``FixResult.out_of_scope``). None:
+    #: every file is in scope.
+    scope: frozenset[str] | None = None
+    #: ``owner/name`` of the repository ('' when unknown): part of the key of caches a fixer
+    #: keeps between jobs (pre-commit's hook environments), so no repository shares another's.
+    repository: str = ""
 
     @property
     def worktree(self) -> Path:
@@ -90,6 +97,13 @@ class FixResult:
     detail: str = ""
     #: LLM tokens spent (input, output, cache_read, cache_write); empty for deterministic fixers.
     llm_usage: dict[str, int] = field(default_factory=dict)
+    #: The fix may change what the code does (an eslint rule outside the layout/stylistic set,
+    #: ``clippy --fix``): it goes to review as suggestions unless the repository allows pushing
+    #: such fixes (``autofix.behaviour_changes: push``). ``behaviour_note`` says why.
+    changes_behaviour: bool = False
+    behaviour_note: str = ""
+    #: Files the tool changed outside ``FixContext.scope``, put back as they were.
+    out_of_scope: tuple[str, ...] = ()
 
 
 class Fixer(Protocol):

@@ -3,27 +3,37 @@
 # only when what it provides is missing.
 #   bubblewrap  the sandbox for untrusted PR code (Debian package)
 #   git         worktrees and fixtures (Debian package)
-#   node, npm   prettier's runtime (Debian packages)
-#   prettier    the bundled version, installed into the project-local prefix .tools/node
+#   node, npm   the runtime of the bundled node tools (Debian packages)
+#   prettier, eslint, pnpm, yarn
+#               the bundled versions (fallbacks when a repository pins none and its job
+#               environment has none installed), into the project-local prefix .tools/node
+#   golang-go, golang-golang-x-tools
+#               gofmt and goimports: the bundled Go formatters (Debian packages)
+#   cargo, rustfmt
+#               `cargo fmt` and `cargo update`: the bundled Rust tools (Debian packages)
 #   postgresql, redis-server, mariadb-server, socat
 #               the private per-job instances of a workflow's `services:` (bot/jobenv/services.py)
 #               and the forwarders that make them reachable inside the sandbox (Debian packages;
 #               each job starts its own servers; the package's main cluster is what `make
 #               postgres` starts for the store tests)
 #
-# Usage: scripts/install-system-deps.sh [--no-node] [--no-services]
+# Usage: scripts/install-system-deps.sh [--no-node] [--no-services] [--no-go] [--no-rust]
 #   Run as root (or with sudo available) for the apt-get part. Re-running is cheap.
-#   PRETTIER_VERSION overrides the bundled prettier version (default 3.10.1).
+#   The bundled node tools' versions are those of BUNDLED_NODE_VERSIONS in bot/tools.py.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-prettier_version="${PRETTIER_VERSION:-3.10.1}"
+node_tools=(prettier@3.10.1 eslint@10.16.0 pnpm@10.34.8 yarn@1.22.22)
 with_node=1
 with_services=1
+with_go=1
+with_rust=1
 for arg in "$@"; do
     case "$arg" in
         --no-node) with_node=0 ;;
         --no-services) with_services=0 ;;
+        --no-go) with_go=0 ;;
+        --no-rust) with_rust=0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -41,6 +51,15 @@ if [ "$with_node" -eq 1 ]; then
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
 fi
+if [ "$with_go" -eq 1 ]; then
+    [ -x /usr/bin/gofmt ] || missing+=(golang-go)
+    [ -x /usr/bin/goimports ] || missing+=(golang-golang-x-tools)
+fi
+if [ "$with_rust" -eq 1 ]; then
+    # Debian's, at /usr/bin: the sandbox sees /usr, not a rustup toolchain under a home.
+    [ -x /usr/bin/cargo ] || missing+=(cargo)
+    [ -x /usr/bin/rustfmt ] && [ -x /usr/bin/cargo-fmt ] || missing+=(rustfmt)
+fi
 if [ "$with_services" -eq 1 ]; then
     command -v socat >/dev/null || missing+=(socat)
     compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null \
@@ -57,14 +76,20 @@ fi
 
 if [ "$with_node" -eq 1 ]; then
     prefix="$root/.tools/node"
-    installed=""
-    if [ -x "$prefix/bin/prettier" ]; then
-        installed="$("$prefix/bin/prettier" --version 2>/dev/null || true)"
-    fi
-    if [ "$installed" != "$prettier_version" ]; then
-        echo "installing prettier $prettier_version into $prefix"
+    wanted=()
+    for spec in "${node_tools[@]}"; do
+        tool="${spec%@*}"
+        version="${spec##*@}"
+        installed=""
+        if [ -x "$prefix/bin/$tool" ]; then
+            installed="$("$prefix/bin/$tool" --version 2>/dev/null || true)"
+        fi
+        [ "${installed#v}" = "$version" ] || wanted+=("$spec")
+    done
+    if [ "${#wanted[@]}" -gt 0 ]; then
+        echo "installing ${wanted[*]} into $prefix"
         npm install --global --prefix "$prefix" --ignore-scripts --no-audit --no-fund \
-            "prettier@$prettier_version"
+            "${wanted[@]}"
     fi
 fi
 

@@ -69,7 +69,7 @@ from bot.jobenv.toolchains import (
 )
 from bot.jobenv.workflow import WORKSPACE, WorkflowJob, WorkflowStep
 from bot.problems import EnvironmentRecord, StepRecord
-from bot.sandbox import BubblewrapSandbox, CommandResult, Layout
+from bot.sandbox import Bind, BubblewrapSandbox, CommandResult, Layout
 from bot.settings import Settings
 from bot.workspace import Worktree
 
@@ -222,6 +222,7 @@ class EnvRunner:
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         network: bool = False,
+        binds: Sequence[Bind] = (),
     ) -> CommandResult:
         return await self.environments.run(
             self.environment,
@@ -231,6 +232,7 @@ class EnvRunner:
             env=env,
             timeout=timeout,
             egress=network,
+            binds=binds,
         )
 
 
@@ -493,6 +495,7 @@ class JobEnvironments:
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
         egress: bool = False,
+        binds: Sequence[Bind] = (),
     ) -> CommandResult:
         """Run one command in the job environment. The job's services are started for it from
         their templates and destroyed after it, as every CI run starts with empty ones: the
@@ -515,6 +518,7 @@ class JobEnvironments:
                 env=env,
                 timeout=timeout,
                 layout=environment.layout(egress=egress, services=running),
+                binds=binds,
             )
 
     # -- planning (pure given the host) -----------------------------------------------------
