@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fixers.base import Fixer
 from fixers.black import BLACK
+from fixers.eslint import ESLINT
 from fixers.isort import ISORT
 from fixers.lockfile import LOCKFILE
 from fixers.prettier import PRETTIER
@@ -22,6 +23,7 @@ FIXERS: tuple[Fixer, ...] = (
     RUFF_FORMAT,
     BLACK,
     WHITESPACE,
+    ESLINT,
     PRETTIER,
     LOCKFILE,
 )

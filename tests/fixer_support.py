@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.logs import DistilledLog, distill
-from bot.sandbox import BubblewrapSandbox, CommandResult
+from bot.sandbox import BubblewrapSandbox, CommandResult, Runner
 from bot.tools import bundled_tool_dirs
 from bot.workspace import Worktree, local_worktree
 from fixers.base import FixContext, Fixer, FixResult, WorktreeFiles
@@ -98,13 +98,18 @@ async def apply_fixer(
     subdir: str = "",
     protected: Sequence[str] = (),
     tool_cache: Path | None = None,
+    scope: frozenset[str] | None = None,
+    runner: Runner | None = None,
+    repository: str = "",
 ) -> FixResult:
     ctx = FixContext(
         checkout=checkout_of(repo),
         subdir=subdir,
         log=log,
-        runner=sandbox(tool_cache),
+        runner=runner or sandbox(tool_cache),
         protected_paths=protected,
+        scope=scope,
+        repository=repository,
     )
     return await fixer.apply(ctx)
 
