@@ -10,6 +10,7 @@ from __future__ import annotations
 from fixers.base import Fixer
 from fixers.black import BLACK
 from fixers.eslint import ESLINT
+from fixers.gofmt import GOFMT
 from fixers.isort import ISORT
 from fixers.lockfile import LOCKFILE
 from fixers.prettier import PRETTIER
@@ -25,6 +26,7 @@ FIXERS: tuple[Fixer, ...] = (
     WHITESPACE,
     ESLINT,
     PRETTIER,
+    GOFMT,
     LOCKFILE,
 )
 
