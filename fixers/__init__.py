@@ -16,6 +16,7 @@ from fixers.lockfile import LOCKFILE
 from fixers.prettier import PRETTIER
 from fixers.ruff_check import RUFF_CHECK
 from fixers.ruff_format import RUFF_FORMAT
+from fixers.rustfmt import RUSTFMT
 from fixers.whitespace import WHITESPACE
 
 FIXERS: tuple[Fixer, ...] = (
@@ -27,6 +28,7 @@ FIXERS: tuple[Fixer, ...] = (
     ESLINT,
     PRETTIER,
     GOFMT,
+    RUSTFMT,
     LOCKFILE,
 )
 
