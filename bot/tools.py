@@ -358,7 +358,7 @@ async def prepare_tool(choice: ToolChoice, *, cache_dir: Path | None) -> ToolCho
         else:
             uv = str(bundled_executable("uv"))
             steps = [
-                [uv, "venv", "--quiet", "--python", sys.executable, str(staging)],
+                [uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(staging)],
                 [
                     uv,
                     "pip",
@@ -548,7 +548,9 @@ def local_bin(ctx: FixContext, tool: str) -> list[str]:
     root, nearest first, relative to the sub-project (what ``npx --no-install`` would find)."""
     depth = len(PurePosixPath(ctx.subdir).parts) if ctx.subdir else 0
     return [
-        "/".join([".."] * up + ["node_modules", ".bin", tool]) if up else f"node_modules/.bin/{tool}"
+        "/".join([".."] * up + ["node_modules", ".bin", tool])
+        if up
+        else f"node_modules/.bin/{tool}"
         for up in range(depth + 1)
     ]
 
