@@ -1073,3 +1073,49 @@ async def read_tree_files(
         for path, sha in entries
         if len(blobs[sha]) <= max_bytes
     }
+
+
+# -- a git view of the tree for tools that need git inside the sandbox -----------------------------
+
+#: Identity of the view's one commit (it never leaves the view).
+_VIEW_IDENTITY = {
+    "GIT_AUTHOR_NAME": "shepherd",
+    "GIT_AUTHOR_EMAIL": "shepherd@localhost",
+    "GIT_COMMITTER_NAME": "shepherd",
+    "GIT_COMMITTER_EMAIL": "shepherd@localhost",
+}
+
+
+def objects_dir(wt: Worktree) -> Path:
+    """The object directory of the worktree's repository (a linked worktree's common one)."""
+    out = run_git_sync(wt.objects, ["rev-parse", "--git-path", "objects"]).text.strip()
+    path = Path(out)
+    return (path if path.is_absolute() else wt.git.git_dir / path).resolve()
+
+
+def make_git_view(wt: Worktree, dest: Path) -> Path:
+    """A git directory at ``dest`` whose HEAD commit and index hold the worktree's files as they
+    are now: what a tool that needs git (pre-commit lists files with ``git ls-files`` and finds
+    the files a hook modified with ``git diff``) is given inside the sandbox, bound read-only
+    with ``GIT_DIR`` pointing at it. The tree's own git metadata is never exposed, and nothing
+    the view holds is ever read back. Its objects come from the worktree's repository through
+    ``objects/info/alternates`` (bind that directory read-only too); the view's own commit is
+    written into the view. Blocking: call it from a thread."""
+    tree = snapshot_tree(wt)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    run_git_sync(None, ["init", "--quiet", "--bare", str(dest)], home=wt.git.home)
+    view = GitRepo(dest, wt.git.home)
+    (dest / "objects" / "info" / "alternates").write_text(f"{objects_dir(wt)}\n")
+    run_git_sync(view, ["config", "core.bare", "false"])
+    commit = run_git_sync(
+        view,
+        ["commit-tree", tree, "-m", "shepherd: the tree under repair"],
+        extra_env=_VIEW_IDENTITY,
+    ).text.strip()
+    run_git_sync(view, ["update-ref", "refs/heads/main", commit])
+    run_git_sync(view, ["symbolic-ref", "HEAD", "refs/heads/main"])
+    index = {"GIT_INDEX_FILE": str(dest / "index")}
+    run_git_sync(view, ["read-tree", commit], extra_env=index)
+    return dest

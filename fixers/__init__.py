@@ -13,6 +13,7 @@ from fixers.eslint import ESLINT
 from fixers.gofmt import GOFMT
 from fixers.isort import ISORT
 from fixers.lockfile import LOCKFILE
+from fixers.precommit import PRE_COMMIT
 from fixers.prettier import PRETTIER
 from fixers.ruff_check import RUFF_CHECK
 from fixers.ruff_format import RUFF_FORMAT
@@ -29,6 +30,7 @@ FIXERS: tuple[Fixer, ...] = (
     PRETTIER,
     GOFMT,
     RUSTFMT,
+    PRE_COMMIT,
     LOCKFILE,
 )
 
