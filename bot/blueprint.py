@@ -36,10 +36,11 @@ from bot.problems import (
     NextAction,
     Outcome,
     OutcomeKind,
+    ScopeRecord,
 )
 from bot.repoconfig import RepoConfig
 from bot.sandbox import CommandResult, Runner
-from bot.workspace import Worktree, snapshot_tree, tracked_files
+from bot.workspace import Worktree, changed_paths, reset_to, snapshot_tree, tracked_files
 from fixers.base import FixContext, Fixer, FixResult, RepoFiles
 
 log = logging.getLogger(__name__)
@@ -369,6 +370,11 @@ class TreeRepair:
     before_tree: str | None = None
     fixed_tree: str | None = None
     environments: list[EnvironmentRecord] = field(default_factory=list)
+    #: Which files the fixers were allowed to change (``autofix.scope``), and how many files
+    #: the fix changed that the pull request had not; None when no fixer ran.
+    scope: ScopeRecord | None = None
+    #: Why the fix may change behaviour, one note per fixer that said so.
+    behaviour_changes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -432,6 +438,8 @@ async def repair_tree(
     config: RepoConfig,
     agent: Fixer | None = None,
     prepared: Prepared | None = None,
+    pr_files: frozenset[str] | None = None,
+    repository: str = "",
 ) -> TreeRepair:
     """Reproduce each failure in its job environment, apply the plan's fixers (then the agent)
     to ``wt`` and verify the failing commands there.
@@ -440,7 +448,11 @@ async def repair_tree(
     without one runs in ``runner`` (the plain sandbox). When PR code wrote git metadata into
     the tree (``UnsafeWorktree``, from the sandbox or a snapshot), the repair stops at once and
     says so in ``unsafe``; it is never "verified". Neither is a failure that did not reproduce,
-    nor one whose job could not be rebuilt."""
+    nor one whose job could not be rebuilt.
+
+    ``pr_files`` are the files the pull request changed (None: not known). With
+    ``autofix.scope: changed`` the fixers may change only those; when the failing commands still
+    fail and a fixer had to leave other files alone, the fixers run again on everything."""
     repair = TreeRepair()
     prepared = prepared or Prepared()
     repair.environments = list(prepared.records)
@@ -453,8 +465,10 @@ async def repair_tree(
         repair.verification = f"The CI job could not be rebuilt: {prepared.failure}."
         return repair
     contexts = prepared.contexts
+    scope = pr_files if config.autofix.scope == "changed" else None
+    where = _Where(runner, contexts, scope, pr_files, repository)
     try:
-        await _repair(wt, diagnoses, plan, repair, fixers, runner, config, agent, contexts)
+        await _repair(wt, diagnoses, plan, repair, fixers, config, agent, where)
     except UnsafeWorktree as exc:
         log.warning("repair stopped: %s", exc)
         repair.unsafe = exc
@@ -464,31 +478,70 @@ async def repair_tree(
     return repair
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where and on what the repair's commands run."""
+
+    runner: Runner
+    contexts: Mapping[str, JobContext]
+    scope: frozenset[str] | None
+    pr_files: frozenset[str] | None
+    repository: str
+
+    def context(self, d: Diagnosis) -> JobContext:
+        return self.contexts.get(d.name) or JobContext(self.runner)
+
+
+@contextlib.asynccontextmanager
+async def _step_runner(
+    d: Diagnosis, wt: Worktree, fixers: Mapping[str, Fixer], where: _Where
+) -> AsyncIterator[Runner]:
+    """The runner for a failed step's own command. A fixer whose command needs more than the
+    job's runner to run at all (pre-commit needs a git view of the tree and its hook
+    environments) provides one with ``command_runner(ctx)``; the reproduction and the
+    verification of the steps it claims run through it."""
+    runner = where.context(d).runner
+    async with contextlib.AsyncExitStack() as stack:
+        for name in d.classification.fixers:
+            provider = getattr(fixers.get(name), "command_runner", None)
+            if provider is None:
+                continue
+            ctx = FixContext(
+                checkout=wt, subdir=d.subdir, log=d.log, runner=runner, repository=where.repository
+            )
+            try:
+                runner = await stack.enter_async_context(provider(ctx))
+            except (FixerError, SandboxError) as exc:
+                log.warning("%s: cannot prepare the step's command: %s", name, exc)
+            break
+        yield runner
+
+
 async def _repair(
     wt: Worktree,
     diagnoses: Sequence[Diagnosis],
     plan: Plan,
     repair: TreeRepair,
     fixers: Sequence[Fixer],
-    runner: Runner,
     config: RepoConfig,
     agent: Fixer | None,
-    contexts: Mapping[str, JobContext],
+    where: _Where,
 ) -> None:
     by_name = {f.name: f for f in fixers}
     root = wt.path
 
-    def context(d: Diagnosis) -> JobContext:
-        return contexts.get(d.name) or JobContext(runner)
-
     repair.before_tree = await asyncio.to_thread(snapshot_tree, wt)
     for d in diagnoses:
-        ctx_ = context(d)
+        ctx_ = where.context(d)
         if ctx_.environment is None or not d.command_trusted or not d.log.command:
             continue
-        run = await ctx_.runner.run(
-            _command_argv(d.log.command), cwd=root / d.subdir, writable=root, timeout=VERIFY_TIMEOUT
-        )
+        async with _step_runner(d, wt, by_name, where) as step_runner:
+            run = await step_runner.run(
+                _command_argv(d.log.command),
+                cwd=root / d.subdir,
+                writable=root,
+                timeout=VERIFY_TIMEOUT,
+            )
         ci_lines = list(d.classification.evidence) or list(d.log.error_lines)
         found = compare(
             ci_lines, exit_code=run.returncode, timed_out=run.timed_out, output=run.output
@@ -502,39 +555,101 @@ async def _repair(
                 "changed, since no fix could be verified."
             )
             return
+    scope = where.scope
+    while True:
+        repair.results = await _run_fixers(wt, diagnoses, plan, by_name, config, where, scope)
+        if plan.use_agent and agent is not None:
+            for d in diagnoses:
+                if d.classification.category is not Category.AGENT:
+                    continue
+                ctx = FixContext(
+                    checkout=wt,
+                    subdir=d.subdir,
+                    log=d.log,
+                    runner=where.context(d).runner,
+                    protected_paths=config.autofix.protected_paths,
+                    repository=where.repository,
+                )
+                repair.agent_result = await agent.apply(ctx)
+                repair.results.append(repair.agent_result)
+                break  # one attempt per episode, covering the first agent failure
+        repair.changed = any(r.changed for r in repair.results)
+        kept_out = [p for r in repair.results for p in r.out_of_scope]
+        if repair.changed:
+            await _verify(wt, diagnoses, repair, by_name, where)
+        widen = (
+            scope is not None
+            and bool(kept_out)
+            and not repair.verified
+            and repair.agent_result is None
+        )
+        if not widen:
+            break
+        # The pull request's files alone did not make the check pass: fix everything.
+        log.info("scope: changed was not enough; widening to all files")
+        await asyncio.to_thread(reset_to, wt, repair.before_tree)
+        repair.verified = False
+        repair.fixed_tree = None
+        scope = None
+    if plan.fixers:
+        name: str = config.autofix.scope
+        if where.scope is not None and scope is None:
+            name = "changed, widened to all (the pull request's files alone did not pass)"
+        elif where.scope is None and config.autofix.scope == "changed":
+            name = "all (the pull request's files are not known here)"
+        outside = None
+        if where.pr_files is not None and repair.changed and repair.fixed_tree is not None:
+            changed = await asyncio.to_thread(
+                changed_paths, wt, repair.before_tree, repair.fixed_tree
+            )
+            outside = sum(1 for p in changed if p not in where.pr_files)
+        repair.scope = ScopeRecord(scope=name, files_outside_pr=outside)
+    repair.behaviour_changes = [
+        f"{r.fixer}: {r.behaviour_note or 'the fixer says so'}"
+        for r in repair.results
+        if r.changed and r.changes_behaviour
+    ]
+    if not repair.changed:
+        repair.verification = "No fixer changed anything."
+
+
+async def _run_fixers(
+    wt: Worktree,
+    diagnoses: Sequence[Diagnosis],
+    plan: Plan,
+    by_name: Mapping[str, Fixer],
+    config: RepoConfig,
+    where: _Where,
+    scope: frozenset[str] | None,
+) -> list[FixResult]:
+    results: list[FixResult] = []
     for name, subdir in plan.fixers:
         d = next(d for d in diagnoses if name in d.classification.fixers and d.subdir == subdir)
         ctx = FixContext(
             checkout=wt,
             subdir=subdir,
             log=d.log,
-            runner=context(d).runner,
+            runner=where.context(d).runner,
             protected_paths=config.autofix.protected_paths,
+            scope=scope,
+            repository=where.repository,
         )
         try:
             result = await by_name[name].apply(ctx)
         except (FixerError, SandboxError) as exc:
             log.warning("fixer %s failed: %s", name, exc)
             result = FixResult(fixer=name, changed=False, detail=f"failed: {exc}")
-        repair.results.append(result)
-    if plan.use_agent and agent is not None:
-        for d in diagnoses:
-            if d.classification.category is not Category.AGENT:
-                continue
-            ctx = FixContext(
-                checkout=wt,
-                subdir=d.subdir,
-                log=d.log,
-                runner=context(d).runner,
-                protected_paths=config.autofix.protected_paths,
-            )
-            repair.agent_result = await agent.apply(ctx)
-            repair.results.append(repair.agent_result)
-            break  # one attempt per episode, covering the first agent failure
-    repair.changed = any(r.changed for r in repair.results)
-    if not repair.changed:
-        repair.verification = "No fixer changed anything."
-        return
+        results.append(result)
+    return results
+
+
+async def _verify(
+    wt: Worktree,
+    diagnoses: Sequence[Diagnosis],
+    repair: TreeRepair,
+    by_name: Mapping[str, Fixer],
+    where: _Where,
+) -> None:
     repair.fixed_tree = await asyncio.to_thread(snapshot_tree, wt)
     lines: list[str] = []
     verified = True
@@ -542,13 +657,16 @@ async def _repair(
         checks = [r.self_check_passed for r in repair.results if r.fixer in d.classification.fixers]
         if d.classification.category is Category.AGENT and repair.agent_result is not None:
             checks = [repair.agent_result.self_check_passed]
-        ok, line = await _verify_one(
-            d,
-            root=root,
-            runner=context(d).runner,
-            self_checks=checks,
-            where="in its job environment" if context(d).environment else "in the sandbox",
-        )
+        async with _step_runner(d, wt, by_name, where) as step_runner:
+            ok, line = await _verify_one(
+                d,
+                root=wt.path,
+                runner=step_runner,
+                self_checks=checks,
+                where="in its job environment"
+                if where.context(d).environment
+                else "in the sandbox",
+            )
         verified = verified and ok
         lines.append(line)
     repair.verified = verified
@@ -568,7 +686,13 @@ def outcome_for(
     """The outcome record for a repair: the machine-readable result every summary renders."""
     failures = [d.record() for d in diagnoses]
     fixes = [
-        FixRecord(fixer=r.fixer, tool_version=r.tool_version, changed=r.changed, detail=r.detail)
+        FixRecord(
+            fixer=r.fixer,
+            tool_version=r.tool_version,
+            changed=r.changed,
+            detail=r.detail,
+            changes_behaviour=r.changes_behaviour,
+        )
         for r in (repair.results if repair else [])
     ]
     categories = [f.category for f in failures]
@@ -582,6 +706,8 @@ def outcome_for(
         "budget": budget,
         "category": category,
         "verification": repair.verification if repair else None,
+        "scope": repair.scope if repair else None,
+        "behaviour_changes": list(repair.behaviour_changes) if repair else [],
     }
     notes = " ".join(plan.notes)
     if repair is not None and repair.unsafe is not None:

@@ -8,6 +8,7 @@ not a push).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ from bot.repoconfig import RepoConfig, load_config
 from bot.sandbox import Runner
 from bot.workspace import Worktree, local_worktree
 from fixers.base import Fixer, NoFiles, RepoFiles, WorktreeFiles
+from fixers.command import NAME as COMMAND_FIXER
+from fixers.command import repo_fixers
 
 FRESH_EPISODE = BudgetState(
     ci_round=1, head_is_ours=False, rerun_used=False, llm_attempts=0, paused=False
@@ -87,6 +90,10 @@ def diagnose_log(
 ) -> LocalResult:
     """Distil and classify one job log; nothing is changed."""
     repo: RepoFiles = WorktreeFiles(repo_dir) if repo_dir else NoFiles()
+    if repo_dir is not None:
+        # Diagnosis only: an invalid config does not stop it.
+        with contextlib.suppress(ConfigError):
+            fixers = [*fixers, *repo_fixers(_repo_config(repo_dir, fixers))]
     diagnoses = _diagnose(log_path, fixers=fixers, repo=repo)
     plan = plan_repair(
         diagnoses,
@@ -121,7 +128,7 @@ def diagnose_log(
 def _repo_config(repo_dir: Path, fixers: Sequence[Fixer]) -> RepoConfig:
     path = repo_dir / ".github" / "shepherd.yml"
     text = path.read_text(encoding="utf-8") if path.is_file() else None
-    result = load_config(text, known_fixers=[f.name for f in fixers] + ["agent"])
+    result = load_config(text, known_fixers=[f.name for f in fixers] + ["agent", COMMAND_FIXER])
     if not result.ok:
         problem = result.problems[0]
         where = f"line {problem.line}: " if problem.line else ""
@@ -154,6 +161,7 @@ def _load_local(
     except WorkspaceError as exc:
         raise ConfigError(f"{repo_dir}: {exc}") from exc
     config = _repo_config(repo_dir, fixers)
+    fixers = [*fixers, *repo_fixers(config)]
     return wt, config, _diagnose(log_path, fixers=fixers, repo=WorktreeFiles(repo_dir))
 
 
@@ -196,6 +204,9 @@ async def _fix_repo(
     environments: EnvironmentsFactory | None,
 ) -> LocalResult:
     wt, config, diagnoses = await asyncio.to_thread(_load_local, repo_dir, log_path, fixers, home)
+    # The repository's declared fix commands; every file counts as changed here (a checkout has
+    # no pull request: ``autofix.scope`` applies on the server).
+    fixers = [*fixers, *repo_fixers(config)]
     workflows = await asyncio.to_thread(read_workflows, wt.path)
     diagnoses, jobs = locate_jobs(diagnoses, workflows)
     logs = tuple(d.log for d in diagnoses)
@@ -225,6 +236,7 @@ async def _fix_repo(
                 config=config,
                 agent=agent,
                 prepared=prepared,
+                repository=wt.path.name,
             )
     finally:
         if built is not None:

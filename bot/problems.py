@@ -141,6 +141,19 @@ class FixRecord(BaseModel):
     changed: bool = False
     files: list[str] = Field(default_factory=list)
     detail: str = ""
+    #: The fixer says its fix may change what the code does (see ``behaviour_changes``).
+    changes_behaviour: bool = False
+
+
+class ScopeRecord(BaseModel):
+    """Which files the deterministic fixers were allowed to change (``autofix.scope``)."""
+
+    #: ``changed`` (the pull request's files), ``all``, or ``changed, widened to all`` (the
+    #: check still failed with the pull request's files alone).
+    scope: str
+    #: Files changed by the fix that the pull request had not changed (None: the pull
+    #: request's files are not known, e.g. ``shepherd fix`` on a checkout).
+    files_outside_pr: int | None = None
 
 
 class StepRecord(BaseModel):
@@ -215,6 +228,11 @@ class Outcome(BaseModel):
     llm_usage: dict[str, int] = Field(default_factory=dict)
     #: The rebuilt CI job of each failed job that was set up (empty when none was).
     environment: list[EnvironmentRecord] = Field(default_factory=list)
+    #: Which files the fixers were allowed to change; None when no fixer ran.
+    scope: ScopeRecord | None = None
+    #: Why the fix may change behaviour (then it goes to review unless the repository allows
+    #: pushing such fixes); empty when no fixer said so.
+    behaviour_changes: list[str] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

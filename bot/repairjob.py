@@ -31,7 +31,7 @@ from bot.blueprint import (
 )
 from bot.classify import file_locations
 from bot.episodes import BudgetState, EventKind, budget_state, last_event, pending_push
-from bot.errors import GitHubError, PushRejected, SandboxUnavailable
+from bot.errors import GitHubError, PushRejected, SandboxUnavailable, WorkspaceError
 from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
 from bot.jobenv.environment import EnvironmentsFactory
 from bot.jobenv.workflow import WorkflowJob
@@ -51,6 +51,8 @@ from bot.workspace import (
     Workspaces,
     Worktree,
     changes_between,
+    commit,
+    push,
     read_tree_files,
     tree_diff,
     tree_of,
@@ -59,6 +61,8 @@ from bot.workspace import (
 from fixers.agent import AgentFixResult
 from fixers.agent import commit_message as agent_commit_message
 from fixers.base import Fixer, WorktreeFiles
+from fixers.command import NAME as COMMAND_FIXER
+from fixers.command import repo_fixers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class RepairGitHub(ReportGitHub, Protocol):
     """Every GitHub operation the repair job uses (all in the OpenAPI subset)."""
 
     async def get_pull(self, owner: str, repo: str, number: int) -> JSONObject: ...
+    async def list_pull_files(self, owner: str, repo: str, number: int) -> list[JSONObject]: ...
     async def list_pulls_for_commit(self, owner: str, repo: str, sha: str) -> list[JSONObject]: ...
     async def get_content(self, owner: str, repo: str, path: str, ref: str) -> str | None: ...
     async def compare(self, owner: str, repo: str, base: str, head: str) -> JSONObject: ...
@@ -159,7 +164,7 @@ class RepairEnv:
     @property
     def known_fixers(self) -> list[str]:
         """Names ``.github/shepherd.yml`` may switch: the fixers and the LLM rung."""
-        return [f.name for f in self.fixers] + ["agent"]
+        return [f.name for f in self.fixers] + ["agent", COMMAND_FIXER]
 
 
 async def find_pull(gh: RepairGitHub, req: RepairRequest) -> JSONObject | None:
@@ -261,22 +266,23 @@ async def _commit_via_api(
     *,
     message: str,
     base_tree: str,
+    target: tuple[str, str] | None = None,
 ) -> str:
-    """Create the commit through the Git Data API, so GitHub signs it as the App ("Verified")."""
+    """Create the commit through the Git Data API, so GitHub signs it as the App ("Verified"),
+    in the base repository or (``target``) the head repository of a fork."""
+    owner, repo = target or (req.owner, req.repo)
     entries: list[dict[str, Any]] = []
     for change in changes:
         if change.content is None:
             entries.append({"path": change.path, "mode": change.mode, "type": "blob", "sha": None})
             continue
         blob = await gh.create_blob(
-            req.owner, req.repo, base64.b64encode(change.content).decode(), encoding="base64"
+            owner, repo, base64.b64encode(change.content).decode(), encoding="base64"
         )
         entries.append({"path": change.path, "mode": change.mode, "type": "blob", "sha": blob})
-    tree = await gh.create_tree(req.owner, req.repo, entries, base_tree=base_tree)
-    commit = await gh.create_commit(
-        req.owner, req.repo, message=message, tree=tree, parents=[req.sha]
-    )
-    return str(commit["sha"])
+    tree = await gh.create_tree(owner, repo, entries, base_tree=base_tree)
+    made = await gh.create_commit(owner, repo, message=message, tree=tree, parents=[req.sha])
+    return str(made["sha"])
 
 
 def _commit_message(
@@ -365,6 +371,8 @@ async def run_repair(
     if not failed:
         return Outcome(title="No failed checks", outcome=OutcomeKind.NOOP, budget=state.budget())
 
+    fixers = [*env.fixers, *repo_fixers(config)]
+    pr_files = await _pull_files(gh, req, pr)
     agent, why_not = env.agent_factory(config, pull)
     gate = _llm_gate(
         config, trigger=req.trigger, is_agent_pr=verdict.is_agent, agent=agent, why_not=why_not
@@ -378,7 +386,7 @@ async def run_repair(
         fetch_ref=f"refs/pull/{pr}/head",
     ) as wt:
         diagnoses = [
-            d for r in failed for d in await _diagnose_run(gh, req, r, fixers=env.fixers, wt=wt)
+            d for r in failed for d in await _diagnose_run(gh, req, r, fixers=fixers, wt=wt)
         ]
         # Only commands the maintainers' workflows run (at the base SHA) are ever executed,
         # and each failed job is rebuilt from those workflows, never from the PR's.
@@ -419,7 +427,7 @@ async def run_repair(
             config=config,
             is_agent_pr=verdict.is_agent,
             llm=gate,
-            order=[f.name for f in env.fixers],
+            order=[f.name for f in fixers],
         )
         outcome = await _execute(
             gh,
@@ -434,6 +442,9 @@ async def run_repair(
             agent=agent,
             record=record,
             jobs=jobs,
+            fixers=fixers,
+            pr_files=pr_files,
+            token=token,
         )
     await _report(
         reporter,
@@ -445,6 +456,25 @@ async def run_repair(
         paused=state.paused,
     )
     return outcome
+
+
+#: ``pulls/list-files`` lists at most 3000 files; a longer list is not the whole PR.
+_MAX_LISTED_FILES = 3000
+
+
+async def _pull_files(gh: RepairGitHub, req: RepairRequest, pr: int) -> frozenset[str] | None:
+    """The paths the pull request changes (renamed files under both names), or None when they
+    cannot be known: then ``autofix.scope: changed`` cannot apply and every file is in scope."""
+    try:
+        entries = await gh.list_pull_files(req.owner, req.repo, pr)
+    except GitHubError as exc:
+        log.info("the PR's files are not known (%s): every file is in scope", exc)
+        return None
+    if len(entries) >= _MAX_LISTED_FILES:
+        return None
+    paths = {str(e["filename"]) for e in entries if e.get("filename")}
+    paths |= {str(e["previous_filename"]) for e in entries if e.get("previous_filename")}
+    return frozenset(paths)
 
 
 def _llm_gate(
@@ -480,6 +510,9 @@ async def _execute(
     agent: Fixer | None,
     record: Any,
     jobs: Mapping[str, WorkflowJob],
+    fixers: Sequence[Fixer],
+    pr_files: frozenset[str] | None,
+    token: str | None,
 ) -> Outcome:
     if plan.step is Step.RERUN:
         run_ids = sorted(
@@ -519,11 +552,13 @@ async def _execute(
                 wt,
                 diagnoses,
                 plan,
-                fixers=env.fixers,
+                fixers=fixers,
                 runner=runner,
                 config=config,
                 agent=agent if plan.use_agent else None,
                 prepared=prepared,
+                pr_files=pr_files,
+                repository=req.full_name,
             )
     finally:
         if environments is not None:
@@ -543,36 +578,100 @@ async def _execute(
 
     changes = await asyncio.to_thread(changes_between, wt, before, fixed)
     message = _commit_message(config, req, plan, repair, app_slug=env.app_slug)
-    head_repo = (pull["head"].get("repo") or {}).get("full_name")
-    if head_repo != req.full_name:
-        # A fork: the installation token cannot move the fork's branch. Suggest instead.
-        await _suggest(gh, req, patch or "")
-        return outcome_for(
+    if repair.behaviour_changes and config.autofix.behaviour_changes != "push":
+        # A fix that may change what the code does is a reviewer's call: suggest, do not push.
+        await _suggest(
+            gh, req, patch or "", intro="Shepherd verified this fix; it may change behaviour."
+        )
+        outcome = outcome_for(
             diagnoses,
             plan,
             budget=budget,
             repair=repair,
             patch=patch,
-            push_note=_local_apply_note(pull, "The PR comes from a fork Shepherd cannot push to."),
+            push_note=(
+                "The fix may change behaviour ("
+                + "; ".join(repair.behaviour_changes)
+                + "), so it is posted for review instead of pushed "
+                "(`autofix.behaviour_changes: push` in .github/shepherd.yml pushes such fixes)."
+            ),
         )
-    new_sha = await _commit_via_api(
-        gh,
-        req,
-        wt,
-        changes,
-        message=message,
-        base_tree=await asyncio.to_thread(tree_of, wt, wt.sha),
-    )
+        return outcome.model_copy(
+            update={
+                "title": "Fix verified; posted for review (it may change behaviour)",
+                "next_action": NextAction.REVIEW,
+            }
+        )
+    head = pull["head"]
+    head_repo = (head.get("repo") or {}).get("full_name")
+    target: tuple[str, str] | None = None
+    if head_repo != req.full_name:
+        if not head_repo or not pull.get("maintainer_can_modify"):
+            await _suggest(gh, req, patch or "")
+            why = (
+                "The PR comes from a fork that does not allow edits by maintainers."
+                if head_repo
+                else "The PR's head repository is gone."
+            )
+            return outcome_for(
+                diagnoses,
+                plan,
+                budget=budget,
+                repair=repair,
+                patch=patch,
+                push_note=_local_apply_note(pull, why),
+            )
+        owner, _, name = str(head_repo).partition("/")
+        target = (owner, name)
+    base_tree = await asyncio.to_thread(tree_of, wt, wt.sha)
+    where = "the fork's branch" if target else "the branch"
+    try:
+        new_sha = await _commit_via_api(
+            gh, req, wt, changes, message=message, base_tree=base_tree, target=target
+        )
+        via = "api"
+    except GitHubError as exc:
+        if target is None or exc.status not in (403, 404):
+            raise
+        # The installation cannot write the fork through the API (it is installed on the base
+        # repository only): git push with the token is what "Allow edits by maintainers" lets
+        # the base repository's maintainers do.
+        log.info("fork %s refuses the Git Data API (%s); pushing with git", head_repo, exc.status)
+        made = await commit(
+            wt,
+            message,
+            author_name=f"{env.app_slug}[bot]",
+            author_email=f"{env.app_slug}[bot]@users.noreply.github.com",
+            parent=req.sha,
+            tree=fixed,
+        )
+        assert made is not None  # the repair changed files
+        new_sha, via = made, "git"
     await record(
-        EventKind.PUSH_INTENT, expected_sha=req.sha, new_sha=new_sha, branch=pull["head"]["ref"]
+        EventKind.PUSH_INTENT,
+        expected_sha=req.sha,
+        new_sha=new_sha,
+        branch=head["ref"],
+        repo=head_repo,
+        via=via,
     )
     try:
-        await gh.update_ref(
-            req.owner, req.repo, f"heads/{pull['head']['ref']}", new_sha, force=False
-        )
-    except PushRejected as exc:
+        if via == "git":
+            await push(
+                wt,
+                str((head.get("repo") or {}).get("clone_url") or ""),
+                head["ref"],
+                commit_sha=new_sha,
+                expected_sha=req.sha,
+                token=token,
+            )
+        else:
+            owner, name = target or (req.owner, req.repo)
+            await gh.update_ref(owner, name, f"heads/{head['ref']}", new_sha, force=False)
+    except (PushRejected, WorkspaceError) as exc:
+        status = exc.status if isinstance(exc, PushRejected) else None
         await record(EventKind.PUSHED, expected_sha=req.sha, new_sha=None, rejected=str(exc)[:300])
-        if exc.status == 422:
+        if status == 422 or (isinstance(exc, PushRejected) and "stale info" in str(exc)):
             # Not a fast-forward: someone pushed meanwhile. Their push starts a new episode and a
             # new repair on the new head; never force over it.
             return Outcome(
@@ -583,19 +682,25 @@ async def _execute(
                 budget=budget,
             )
         await _suggest(gh, req, patch or "")
+        refused = f"GitHub refused the push to {where}" + (f" ({status})." if status else ".")
         return outcome_for(
             diagnoses,
             plan,
             budget=budget,
             repair=repair,
             patch=patch,
-            push_note=_local_apply_note(pull, f"GitHub refused the push ({exc.status})."),
+            push_note=_local_apply_note(pull, refused),
         )
     await record(
         EventKind.PUSHED, expected_sha=req.sha, new_sha=new_sha, files=[c.path for c in changes]
     )
     budget = budget.model_copy(update={"ci_rounds_used": 2})
-    return outcome_for(diagnoses, plan, budget=budget, repair=repair, pushed=new_sha)
+    outcome = outcome_for(diagnoses, plan, budget=budget, repair=repair, pushed=new_sha)
+    if target is not None:
+        outcome = outcome.model_copy(
+            update={"detail": f"{outcome.detail} Pushed to {head_repo} (maintainer edits allowed)."}
+        )
+    return outcome
 
 
 def _local_apply_note(pull: JSONObject, why: str) -> str:
@@ -607,12 +712,17 @@ def _local_apply_note(pull: JSONObject, why: str) -> str:
     )
 
 
-async def _suggest(gh: RepairGitHub, req: RepairRequest, patch: str) -> None:
+async def _suggest(
+    gh: RepairGitHub,
+    req: RepairRequest,
+    patch: str,
+    *,
+    intro: str = "Shepherd verified this fix but cannot push it to this branch.",
+) -> None:
     """Post a small patch as one-click review suggestions (or, where GitHub cannot anchor them,
     as a diff in the review body). The summary always carries the full patch too."""
     if not patch or patch.count("\n") > MAX_SUGGESTION_LINES or req.pr is None:
         return
-    intro = "Shepherd verified this fix but cannot push it to this branch."
     comments = suggestions(patch)
     if comments:
         try:
@@ -650,7 +760,9 @@ async def _recover_push(
     intended = pending_push(events, req.sha)
     if intended is None:
         return None
-    ref = await gh.get_ref(req.owner, req.repo, f"heads/{pull['head']['ref']}")
+    head_repo = str((pull["head"].get("repo") or {}).get("full_name") or req.full_name)
+    owner, _, name = head_repo.partition("/")
+    ref = await gh.get_ref(owner, name, f"heads/{pull['head']['ref']}")
     if (ref.get("object") or {}).get("sha") == intended:
         await record(EventKind.PUSHED, expected_sha=req.sha, new_sha=intended, recovered=True)
         return Outcome(

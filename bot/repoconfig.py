@@ -65,6 +65,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Command = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=r"^[^\x00]+$"),
+]
+
+
+class FixCommand(_Section):
+    """A fix the repository declares: when a failing step's command is ``check``, Shepherd runs
+    ``fix`` in the sandbox, then verifies with ``check``."""
+
+    check: Command
+    fix: Command
+
+
 class AutofixConfig(_Section):
     """Deterministic fixers (``ruff-check``, ``black``, ...)."""
 
@@ -80,6 +94,15 @@ class AutofixConfig(_Section):
     commit_message: str = Field(default="shepherd: {fixers}", min_length=1, max_length=2000)
     #: Add a DCO ``Signed-off-by`` trailer to the bot's commits.
     signoff: bool = False
+    #: ``changed``: fix only the files the pull request changed, and widen to every file only
+    #: when the check still fails; ``all``: fix every file the tool touches.
+    scope: Literal["changed", "all"] = "changed"
+    #: Fix commands of the repository's own (``[{check: "make lint", fix: "make fmt"}]``),
+    #: the ``command`` fixer.
+    commands: list[FixCommand] = Field(default_factory=list, max_length=50)
+    #: Fixes a fixer says may change behaviour (eslint rules outside the layout/stylistic set):
+    #: ``review`` posts them as suggestions, ``push`` pushes them like any other fix.
+    behaviour_changes: Literal["review", "push"] = "review"
 
     @field_validator("commit_message")
     @classmethod

@@ -131,12 +131,23 @@ def render_outcome_markdown(outcome: Outcome) -> str:
         else:
             changed = "no change"
         version = f" — {fix.tool_version}" if fix.tool_version else ""
-        lines.append(f"- **{fix.fixer}**{version}: {changed}")
+        behaviour = " (may change behaviour)" if fix.changes_behaviour and fix.changed else ""
+        lines.append(f"- **{fix.fixer}**{version}: {changed}{behaviour}")
         if fix.fixer == "agent" and fix.detail:
             # Model, turns, tokens (cached and not) and estimated cost: the LLM budget, visible.
             lines.append(f"  - {_escape_inline(fix.detail.splitlines()[0])}")
     if outcome.fixes:
         lines.append("")
+    if outcome.scope is not None:
+        outside = outcome.scope.files_outside_pr
+        count = (
+            f"; {outside} file{'s' if outside != 1 else ''} outside the pull request touched"
+            if outside is not None
+            else ""
+        )
+        lines += [f"Scope: {_escape_inline(outcome.scope.scope)}{count}", ""]
+    for note in outcome.behaviour_changes:
+        lines += [f"May change behaviour: {_escape_inline(note, 400)}", ""]
     if outcome.verification:
         lines += [f"Verification: {outcome.verification}", ""]
     for environment in outcome.environment:

@@ -532,7 +532,7 @@ async def probe(
 ) -> str | None:
     """Run ``argv`` (a ``--version``) where the fixer runs; its first output line, or None when
     it is not there (not installed in the job environment, not on the sandbox's PATH)."""
-    where = cwd or await asyncio.to_thread(fix_dir, ctx)
+    where = cwd if cwd is not None else await asyncio.to_thread(fix_dir, ctx)
     try:
         result = await ctx.runner.run(argv, cwd=where, writable=ctx.worktree, timeout=limit)
     except SandboxError:

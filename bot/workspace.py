@@ -971,13 +971,17 @@ async def commit(
     author_name: str,
     author_email: str,
     parent: str | None = None,
+    tree: str | None = None,
 ) -> str | None:
     """A commit of the worktree's current files on ``parent`` (default: the commit the worktree
     was created at), made from objects alone (``commit-tree``: no hook, no index of the tree).
-    Returns its SHA, or None when nothing changed. The worktree's HEAD does not move."""
+    Returns its SHA, or None when nothing changed. The worktree's HEAD does not move. ``tree``
+    (a tree already in the object store, e.g. the fixed tree of a repair) replaces the
+    worktree's current files."""
     _check_identity(author_name, author_email)
     parent = validate_sha(parent or wt.sha)
-    tree = await asyncio.to_thread(snapshot_tree, wt)
+    if tree is None:
+        tree = await asyncio.to_thread(snapshot_tree, wt)
     if tree == await asyncio.to_thread(tree_of, wt, parent):
         return None
     identity = {

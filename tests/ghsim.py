@@ -675,6 +675,15 @@ class GitHubSim:
         scoped_out = token.repositories is not None and params.get("repo") not in token.repositories
         if "repo" in params and scoped_out:
             return _error(403, "Resource not accessible by integration"), token
+        target = self.repos.get(f"{params.get('owner')}/{params.get('repo')}")
+        if (
+            target is not None
+            and target.installation_id != token.installation_id
+            and request.method != "GET"
+        ):
+            # Another account's repository (a contributor's fork): readable when public, not
+            # writable with this installation's token.
+            return _error(403, "Resource not accessible by integration"), token
         return None, token
 
     def _valid_jwt(self, credential: str) -> bool:
