@@ -763,6 +763,10 @@ class GitHubSim:
                     "id": pull.repo.id + 100000,
                 }
             )
+            fork = self.repos.get(pull.head_repo_full_name)
+            if fork is not None:
+                # The fork is a repository of its own here: its clone URL and id are its own.
+                head_repo.update({**self._repo_json(fork), "fork": True})
         return {
             "id": pull.repo.id * 10000 + pull.number,
             "number": pull.number,

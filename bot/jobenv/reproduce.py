@@ -30,6 +30,9 @@ _GENERIC = re.compile(
 )
 
 
+_RUNNER_LINE = re.compile(r"Process completed with exit code \d+")
+
+
 @dataclass(frozen=True)
 class Reproduction:
     reproduced: bool
@@ -52,7 +55,10 @@ def compare(
         first = next((line for line in ci_lines if line.strip()), None)
         shown = f": CI printed `{clean_line(first)[:_SHOWN]}`" if first else ""
         return Reproduction(False, f"passed here (exit 0){shown}")
-    wanted = [(line, _norm(line)) for line in ci_lines if _norm(line)]
+    # The runner's own exit line is never printed by the command: it cannot show up here.
+    wanted = [
+        (line, _norm(line)) for line in ci_lines if _norm(line) and not _RUNNER_LINE.search(line)
+    ]
     specific = [(line, norm) for line, norm in wanted if not _GENERIC.search(norm)]
     wanted = specific or wanted
     if not wanted:
