@@ -555,6 +555,10 @@ async def _repair(
                 "changed, since no fix could be verified."
             )
             return
+    if any(where.context(d).environment is not None for d in diagnoses):
+        # A failing command may rewrite files as it fails (``pre-commit run`` lets its hooks
+        # fix them): the fixers start from the tree as it was.
+        await asyncio.to_thread(reset_to, wt, repair.before_tree)
     scope = where.scope
     while True:
         repair.results = await _run_fixers(wt, diagnoses, plan, by_name, config, where, scope)
