@@ -29,17 +29,19 @@ registries only) and no secrets, install scripts off. The manager is the job env
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import yaml
 
 from bot.errors import FixerError
 from bot.logs import DistilledLog
+from bot.sandbox import Bind, CommandResult, Runner
 from bot.tools import (
     ToolChoice,
     ToolRun,
@@ -216,8 +218,38 @@ def _join(subdir: str, name: str) -> str:
     return str(PurePosixPath(subdir) / name) if subdir else name
 
 
+class InstallRunner:
+    """The failing step is an install (``npm ci``, ``poetry install``): its reproduction and its
+    verification get the package registries, as a setup step does (in a job environment the
+    registries only; never a secret). Without them the verified install could only time out."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner = inner
+        self.tool_cache = runner_tool_cache(inner)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        writable: Path,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 300.0,  # noqa: ASYNC109 - the Runner contract takes a timeout
+        network: bool = False,
+        binds: Sequence[Bind] = (),
+    ) -> CommandResult:
+        extra = {"binds": binds} if binds else {}
+        return await self.inner.run(
+            argv, cwd=cwd, writable=writable, env=env, timeout=timeout, network=True, **extra
+        )
+
+
 class LockfileFixer:
     name = "lockfile"
+
+    @contextlib.asynccontextmanager
+    async def command_runner(self, ctx: FixContext) -> AsyncIterator[Runner]:
+        yield InstallRunner(ctx.runner)
 
     def matches(self, log: DistilledLog, repo: RepoFiles) -> bool:
         if _UV_STALE.search(log.excerpt):

@@ -143,30 +143,58 @@ def eslint_package(script: str = "eslint .") -> str:
     )
 
 
+@dataclass(frozen=True)
+class EslintInstall:
+    lock: str
+    #: A directory holding the installed node_modules, copied where a log is made.
+    root: Path
+
+
 @pytest.fixture(scope="module")
-def eslint_lock(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real package-lock.json for the eslint repositories (npm, from the registry)."""
+def eslint_lock(tmp_path_factory: pytest.TempPathFactory) -> EslintInstall:
+    """A real package-lock.json for the eslint repositories and its node_modules (npm, from
+    the registry), made once for the module."""
     root = tmp_path_factory.mktemp("eslint-lock")
     (root / "package.json").write_text(eslint_package())
-    code, out = _sh(root, "npm install --package-lock-only --ignore-scripts --no-audit --no-fund")
+    code, out = _sh(root, "npm install --ignore-scripts --no-audit --no-fund")
     assert code == 0, out
-    return (root / "package-lock.json").read_text()
+    return EslintInstall((root / "package-lock.json").read_text(), root)
 
 
-def eslint_case(lock: str, command: str = "npx eslint .", **sources: str) -> Case:
+@pytest.fixture
+def world(world: World, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The e2e world with one warm pool for the module: repositories with the same setup (the
+    eslint ones) start from the first one's environment, as on a busy server."""
+    from bot.settings import Settings
+    from bot.web import METRICS, STORE
+    from bot.worker import WorkerPool
+
+    pool = tmp_path_factory.getbasetemp() / "fixers-e2e-pool"
+    settings = Settings(**{**world.settings.model_dump(), "jobenv_pool_dir": pool})
+    world.settings = settings
+    world.pool = WorkerPool(
+        store=world.client.app[STORE],
+        settings=settings,
+        metrics=world.client.app[METRICS],
+        count=0,
+    )
+    return world
+
+
+def eslint_case(install: EslintInstall, command: str = "npx eslint .", **sources: str) -> Case:
     return Case(
         fixer="eslint",
         job="lint",
         command=command,
         files={
             "package.json": eslint_package(),
-            "package-lock.json": lock,
+            "package-lock.json": install.lock,
             "eslint.config.js": ESLINT_CONFIG,
             ".gitignore": "node_modules/\n",
             **sources,
         },
         setup=("uses: actions/setup-node@v4", "run: npm ci"),
-        prepare="npm ci --ignore-scripts --no-audit --no-fund",
+        prepare=f"cp -a {install.root / 'node_modules'} .",
         fixed=tuple(sources),
         tool=f"eslint {ESLINT_VERSION} (the repository's node_modules)",
     )
@@ -304,7 +332,7 @@ def assert_fixed_in_one_commit(
 
 
 @pytest.fixture
-def cases(eslint_lock: str, npm_lock: str) -> dict[str, Case]:
+def cases(eslint_lock: EslintInstall, npm_lock: str) -> dict[str, Case]:
     return {
         "eslint": eslint_case(
             eslint_lock, **{"src/app.js": "var a = 1;\nconst o = { a: a };\nconsole.log(o);\n"}
@@ -443,7 +471,7 @@ async def test_a_refused_fork_push_falls_back_to_the_patch(world: World, tmp_pat
 
 
 async def test_scope_changed_leaves_other_files_alone(
-    world: World, tmp_path: Path, eslint_lock: str
+    world: World, tmp_path: Path, eslint_lock: EslintInstall
 ) -> None:
     """A PR touching two files; the repository has older files with eslint warnings that
     ``eslint --fix .`` would also rewrite. With the default ``scope: changed`` only the PR's
@@ -476,7 +504,7 @@ async def test_scope_changed_leaves_other_files_alone(
 
 
 async def test_a_behaviour_changing_fix_is_suggested_not_pushed(
-    world: World, tmp_path: Path, eslint_lock: str
+    world: World, tmp_path: Path, eslint_lock: EslintInstall
 ) -> None:
     case = eslint_case(eslint_lock, **{"src/app.js": "const a = 1;\nconsole.log(!!a);\n"})
     log = real_log(case, tmp_path / "ci")
@@ -493,7 +521,7 @@ async def test_a_behaviour_changing_fix_is_suggested_not_pushed(
 
 
 async def test_behaviour_changing_fixes_are_pushed_when_the_repository_says_so(
-    world: World, tmp_path: Path, eslint_lock: str
+    world: World, tmp_path: Path, eslint_lock: EslintInstall
 ) -> None:
     case = eslint_case(eslint_lock, **{"src/app.js": "const a = 1;\nconsole.log(!!a);\n"})
     log = real_log(case, tmp_path / "ci")
@@ -528,7 +556,7 @@ async def test_a_repository_declared_fix_command(world: World, tmp_path: Path) -
 
 
 async def test_diagnose_names_the_fixer_from_the_log_alone(
-    cases: dict[str, Case], eslint_lock: str, tmp_path: Path
+    cases: dict[str, Case], eslint_lock: EslintInstall, tmp_path: Path
 ) -> None:
     """Every kind of failure of the issue, from the log alone (no repository): a multi-line
     ``run:`` script (gofmt), eslint run directly and through ``npm run``/``pnpm``, cargo fmt,
