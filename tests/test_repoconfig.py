@@ -284,3 +284,44 @@ def test_empty_unknown_section_is_still_an_error() -> None:
     result = load("autofx:\n")
     assert result.error is not None
     assert "did you mean 'autofix'" in result.error.message
+
+
+def test_scope_commands_and_behaviour_changes() -> None:
+    result = load(
+        """
+        autofix:
+          scope: all
+          behaviour_changes: push
+          commands:
+            - check: make lint
+              fix: make fmt
+        """
+    )
+    assert result.ok, result.problems
+    autofix = result.config.autofix
+    assert autofix.scope == "all"
+    assert autofix.behaviour_changes == "push"
+    assert [(c.check, c.fix) for c in autofix.commands] == [("make lint", "make fmt")]
+
+
+def test_scope_and_behaviour_defaults() -> None:
+    autofix = load("autofix:\n  enabled: true\n").config.autofix
+    assert autofix.scope == "changed"
+    assert autofix.behaviour_changes == "review"
+    assert autofix.commands == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "autofix:\n  scope: everything\n",
+        "autofix:\n  commands:\n    - check: make lint\n",
+        "autofix:\n  commands:\n    - check: make lint\n      fix: make fmt\n      shell: zsh\n",
+        "autofix:\n  behaviour_changes: sometimes\n",
+    ],
+)
+def test_invalid_scope_commands_and_behaviour(text: str) -> None:
+    result = load(text)
+    assert not result.ok
+    assert result.error is not None
+    assert result.error.line is not None
