@@ -11,7 +11,11 @@ package registries, through Shepherd's registry-only proxy.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,3 +446,53 @@ async def test_server_reproduces_then_verifies_in_the_job_environment(
     expected = [case.edit.path] if case.edit else ["services/billing/invoices.py"]
     assert changed == expected
     world.sim.assert_no_violations()
+
+
+async def test_production_dependency_set_verifies_with_the_jobs_own_tools(
+    tmp_path: Path, aiohttp_server: ServerFactory, shared_jobenv_pool: Path
+) -> None:
+    """The production image installs Shepherd without its dev dependencies (no pytest): the
+    job's checks must run on what the job itself installed, not on Shepherd's virtualenv."""
+    venv = tmp_path / "prod-venv"
+    root = Path(__file__).resolve().parents[1]
+    uv = Path(sys.executable).parent / "uv"
+    done = subprocess.run(
+        [str(uv), "sync", "--locked", "--no-dev", "--quiet"],
+        cwd=root,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (venv / "bin" / "pytest").exists()  # really the production set
+    case = PERIODS
+    repo = make_repo(tmp_path / "repo", case.files)
+    log = tmp_path / "job.log"
+    log.write_text(case_log(case))
+    sim, url = await start_model(aiohttp_server, case)
+    assert sim is not None
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": sim.api_key,
+        "ANTHROPIC_BASE_URL": url,
+        "SHEPHERD_DATA_DIR": str(tmp_path / "data"),
+        "SHEPHERD_JOBENV_POOL": str(shared_jobenv_pool),
+        "SHEPHERD_LOG_FORMAT": "text",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(venv / "bin" / "shepherd"),
+        "fix",
+        "--repo",
+        str(repo),
+        "--log",
+        str(log),
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (err + out).decode()[-4000:]
+    assert_rebuilt(json.loads(out), case)
