@@ -208,6 +208,7 @@ async def check_toolchains(settings: Settings) -> Check:
     """Which setup actions this host can stand in for (job environments)."""
     host = await asyncio.to_thread(discover)
     kinds = ("python", "node", "go", "rust", "uv")
+
     def versions(kind: str) -> str:
         numbers = sorted(host.of(kind), key=lambda t: tuple(map(int, t.version.split(".")[:3])))
         return ", ".join(t.version for t in numbers)

@@ -496,3 +496,45 @@ async def test_production_dependency_set_verifies_with_the_jobs_own_tools(
     out, err = await proc.communicate()
     assert proc.returncode == 0, (err + out).decode()[-4000:]
     assert_rebuilt(json.loads(out), case)
+
+
+async def test_opening_a_pr_prebuilds_its_base_branchs_environments(
+    world: World, aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    case = PERIODS
+    base_files = {
+        **case.files,  # the base branch has the project and its workflow
+        ".github/shepherd.yml": "llm:\n  mode: auto\n",
+    }
+    world.base_sha = commit_files(world.bare, "main", base_files, "CI")
+    sim, url = await start_model(aiohttp_server, case)
+    assert sim is not None
+    settings = Settings(
+        **{
+            **world.settings.model_dump(),
+            "anthropic_api_key": sim.api_key,
+            "anthropic_base_url": url,
+            "jobenv_pool_dir": tmp_path / "own-pool",  # not the run's shared pool
+        }
+    )
+    world.pool = WorkerPool(
+        store=world.client.app[STORE], settings=settings, metrics=world.client.app[METRICS], count=0
+    )
+    pull = world.open_pull(
+        "copilot/fix", {"README.md": "changed\n"}, number=32, user="Copilot", body="Fix."
+    )
+    assert await world.deliver("pull_request", world.pull_request_event(pull, "opened")) == 202
+    await world.drain()
+    pooled = [p for p in (tmp_path / "own-pool").iterdir() if not p.name.startswith(".")]
+    assert len(pooled) == 1  # the base branch's `test` job, ready before anything failed
+
+    run, job = world.fail_job(pull.head_sha, case.job, case_log(case))
+    assert await world.deliver("workflow_job", world.workflow_job_event(run, job)) == 202
+    await world.drain()
+
+    [comment] = world.sticky_comments(32)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert_rebuilt(outcome, case)
+    [environment] = outcome["environment"]
+    assert environment["cache"] == "hit"
