@@ -538,3 +538,38 @@ async def test_opening_a_pr_prebuilds_its_base_branchs_environments(
     assert_rebuilt(outcome, case)
     [environment] = outcome["environment"]
     assert environment["cache"] == "hit"
+
+
+async def test_a_service_shepherd_cannot_provide_hands_off(
+    tmp_path: Path, aiohttp_server: ServerFactory, make_settings: Callable[..., Settings]
+) -> None:
+    case = PERIODS
+    workflow = case.files[".github/workflows/ci.yml"].replace(
+        "    steps:\n",
+        "    services:\n      search:\n        image: elasticsearch:8.15.0\n"
+        "        ports:\n          - 9200:9200\n    steps:\n",
+        1,
+    )
+    repo = make_repo(tmp_path / "repo", {**case.files, ".github/workflows/ci.yml": workflow})
+    log = tmp_path / "job.log"
+    log.write_text(case_log(case))
+    sim, url = await start_model(aiohttp_server, case)
+    assert sim is not None
+    settings = make_settings(anthropic_api_key=sim.api_key, anthropic_base_url=url)
+    agent, _ = make_agent(settings)
+
+    result = await fix_repo(
+        repo,
+        log,
+        fixers=FIXERS,
+        runner=make_runner(allow_unsandboxed=False, tool_dirs=bundled_tool_dirs()),
+        agent=agent,
+        environments=EnvironmentsFactory.from_settings(settings),
+    )
+
+    outcome = result.outcome
+    assert outcome.outcome is OutcomeKind.HANDOFF
+    assert outcome.title == "The CI job could not be rebuilt: nothing verified"
+    assert "service search (image elasticsearch:8.15.0) cannot be provided here" in outcome.detail
+    assert sim.requests == []  # never a silent pass, and no LLM tokens spent on it
+    assert (repo / case.edit.path).read_text() == case.files[case.edit.path]  # type: ignore[union-attr]

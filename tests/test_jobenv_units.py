@@ -3,10 +3,15 @@ allowlist, fingerprints, GitHub's step files and shells."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 
 from bot.jobenv.egress import filter_lines, registries_from
 from bot.jobenv.environment import (
+    JobEnvironments,
     files_read,
     fingerprint,
     installs_project,
@@ -16,6 +21,7 @@ from bot.jobenv.environment import (
 from bot.jobenv.reproduce import compare
 from bot.jobenv.toolchains import HostTool, HostToolchains, choose, closest, is_covered
 from bot.jobenv.workflow import find_job
+from bot.sandbox import BubblewrapSandbox
 
 # -- reproduction ---------------------------------------------------------------------------
 
@@ -189,3 +195,23 @@ def test_github_env_file() -> None:
 )
 def test_shells(shell: str | None, argv: list[str] | None) -> None:
     assert shell_argv(shell, "/s.sh") == argv
+
+
+def test_the_pool_keeps_to_its_size_least_recently_used_out(tmp_path: Path) -> None:
+    environments = JobEnvironments(
+        tmp_path / "jobenv",
+        sandbox=BubblewrapSandbox(),
+        host=HostToolchains(),
+        pool=tmp_path / "pool",
+        pool_bytes=2500,
+    )
+    for n, used in enumerate((30, 10, 20)):  # seconds ago
+        entry = tmp_path / "pool" / f"fp{n}"
+        (entry / "home").mkdir(parents=True)
+        (entry / "home" / "blob").write_bytes(b"x" * 1000)
+        manifest = entry / "manifest.json"
+        manifest.write_text("{}")
+        os.utime(manifest, (time.time() - used, time.time() - used))
+    environments._evict()
+    # 3000 bytes over a 2500 budget: the one used longest ago goes, the others stay.
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["fp1", "fp2"]
