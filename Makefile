@@ -46,7 +46,7 @@ lint: install
 	  || { echo "a git process is started outside bot/git.py" >&2; exit 1; }
 
 typecheck: install
-	$(BIN)/mypy bot handlers fixers
+	$(BIN)/mypy bot handlers fixers tests
 
 pytest: install system-deps postgres
 	$(BIN)/pytest $(PYTEST_ARGS)

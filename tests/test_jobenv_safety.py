@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -140,7 +141,7 @@ async def test_setup_steps_see_no_secret(opened: tuple[dict[str, object], ...]) 
         # Of the host's home, only the job's interpreter is mounted (read-only).
         assert report["root_home"] in ([], [".pyenv"]), report["root_home"]
         assert len(report["pythons"]) <= 1, report["pythons"]  # type: ignore[arg-type]
-        assert "shadow" not in report["etc"]
+        assert "shadow" not in cast(list[str], report["etc"])
     # The workflow's own values arrive; its secrets are empty, as the summary says.
     assert setup["values"] == {"NPM_TOKEN": "", "GITHUB_TOKEN": None, "WORKFLOW_LEVEL": "visible"}
 
