@@ -15,7 +15,7 @@ RUN mkdir -p /etc/postgresql-common \
  && apt-get update \
  && apt-get install -y --no-install-recommends git bubblewrap nodejs npm curl ca-certificates \
       golang-go golang-golang-x-tools cargo rustfmt \
-      postgresql redis-server mariadb-server socat \
+      postgresql redis-server mariadb-server socat tinyproxy-bin \
  && rm -rf /var/lib/apt/lists/* \
  && pip install --no-cache-dir "uv==${UV_VERSION}"
 

@@ -46,7 +46,7 @@ lint: install
 	  || { echo "a git process is started outside bot/git.py" >&2; exit 1; }
 
 typecheck: install
-	$(BIN)/mypy bot handlers fixers
+	$(BIN)/mypy bot handlers fixers tests
 
 pytest: install system-deps postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -60,6 +60,8 @@ bench: install system-deps postgres
 	$(BIN)/python bench/triage.py
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/env.py
+	$(BIN)/python bench/services.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

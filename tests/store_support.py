@@ -6,25 +6,23 @@ to start it, instead of silently skipping the backend that production uses at sc
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import asyncpg
 import pytest
 
 from bot.store import Store, open_store
+from tests.conftest import TEST_DATABASE_URL
 
 BACKENDS = ["sqlite", "postgres"]
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 def postgres_url() -> str:
-    return os.environ.get("SHEPHERD_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    return TEST_DATABASE_URL
 
 
 async def postgres_admin() -> Any:
@@ -35,7 +33,7 @@ async def postgres_admin() -> Any:
         pytest.fail(
             f"PostgreSQL is not reachable at {postgres_url()} ({exc}). Start it with "
             "`service postgresql start` (or `pg_ctlcluster 15 main start`), make sure database "
-            "`test` exists (`createdb -U postgres test`), or point SHEPHERD_TEST_POSTGRES_URL at "
+            "`test` exists (`createdb -U postgres test`), or point SHEPHERD_TEST_DATABASE_URL at "
             "another server.",
             pytrace=False,
         )
@@ -59,10 +57,21 @@ async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
 StoreT = TypeVar("StoreT", bound=Store)
 
 
-@asynccontextmanager
-async def opened(target: str | StoreT) -> AsyncIterator[Store | StoreT]:
+@overload
+def opened(target: str) -> AbstractAsyncContextManager[Store]: ...
+
+
+@overload
+def opened(target: StoreT) -> AbstractAsyncContextManager[StoreT]: ...
+
+
+def opened(target: str | Store) -> AbstractAsyncContextManager[Store]:
     """Open the store at a DATABASE_URL (or one built by the test), closed afterwards."""
-    store = open_store(target) if isinstance(target, str) else target
+    return _opened(open_store(target) if isinstance(target, str) else target)
+
+
+@asynccontextmanager
+async def _opened(store: StoreT) -> AsyncIterator[StoreT]:
     await store.open()
     try:
         yield store

@@ -36,6 +36,6 @@ async def test_dry_run_prints_the_writes_and_makes_none(world: World, tmp_path: 
 async def test_replay_without_credentials_runs_the_handlers(settings: object) -> None:
     path = SHARED / "github" / "webhooks" / "pull_request" / "opened.payload.json"
     report = await replay(path, "pull_request", settings=settings, dry_run=True)  # type: ignore[arg-type]
-    assert [j["kind"] for j in report.jobs] == ["triage"]
+    assert [j["kind"] for j in report.jobs] == ["triage", "prewarm"]
     assert report.github is False
     assert "pr.push" in [e["kind"] for e in report.events]

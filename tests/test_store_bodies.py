@@ -168,7 +168,7 @@ async def test_a_damaged_body_fails_its_delivery_and_spares_the_rest(tmp_path: P
         with pytest.raises(StoreError, match="damaged"):
             await store.get_delivery("bad")
         stats = await store.stats()
-        assert stats.deliveries.get("failed") == 1
+        assert stats.deliveries.get(DeliveryState.FAILED) == 1
     with sqlite3.connect(db) as conn:
         (error,) = conn.execute("SELECT error FROM deliveries WHERE id = 'bad'").fetchone()
     assert "damaged" in error

@@ -13,15 +13,15 @@ def diff_of(tmp_path: Path, before: dict[str, str], after: dict[str, str | None]
     repo.mkdir()
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
-    for path, text in before.items():
-        (repo / path).write_text(text)
+    for path, content in before.items():
+        (repo / path).write_text(content)
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "base"], cwd=repo, check=True)
-    for path, text in after.items():
-        if text is None:
+    for path, new in after.items():
+        if new is None:
             (repo / path).unlink()
         else:
-            (repo / path).write_text(text)
+            (repo / path).write_text(new)
     return subprocess.run(
         ["git", "diff", "-U0"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
