@@ -63,9 +63,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, validation_alias=_env("SHEPHERD_PUBLIC_URL"))
     #: Key material for the web UI's session cookies. Unset: a random key kept in the data dir
     #: (``session-key``, mode 0600); set it when several servers share sign-ins.
-    session_secret: SecretStr | None = Field(
-        None, validation_alias=_env("SHEPHERD_SESSION_SECRET")
-    )
+    session_secret: SecretStr | None = Field(None, validation_alias=_env("SHEPHERD_SESSION_SECRET"))
     #: The App's slug (``@<slug> fix`` mentions) and bot login (``<slug>[bot]``, loop guard).
     app_slug: str = Field("shepherd", validation_alias=_env("SHEPHERD_APP_SLUG"))
 
