@@ -33,7 +33,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,12 +79,21 @@ def _resolve(node: Any) -> Any:
 
 
 def _point_refs(node: Any) -> Any:
+    """Point local ``$ref``s at the registered document. A ``oneOf`` with a ``discriminator``
+    becomes ``anyOf``: GitHub's ``GET /user`` picks private-user or public-user by
+    ``user_view_type``, which its own examples leave out, and both alternatives accept them."""
     if isinstance(node, dict):
-        return {
-            k: (_SPEC_URI + v if k == "$ref" and isinstance(v, str) and v.startswith("#") else
-                _point_refs(v))
-            for k, v in node.items()
-        }  # fmt: skip
+        out = {}
+        for k, v in node.items():
+            if k == "discriminator":
+                continue
+            if k == "oneOf" and "discriminator" in node:
+                k = "anyOf"
+            if k == "$ref" and isinstance(v, str) and v.startswith("#"):
+                out[k] = _SPEC_URI + v
+            else:
+                out[k] = _point_refs(v)
+        return out
     if isinstance(node, list):
         return [_point_refs(v) for v in node]
     return node
@@ -276,8 +285,9 @@ class GitHubWebSim:
         )
         return web.Response(text=text, status=status, content_type="text/html")
 
-    def _login_redirect(self, request: web.Request) -> web.HTTPFound:
-        return web.HTTPFound("/login?" + urlencode({"return_to": request.path_qs}))
+    def _login_redirect(self, request: web.Request) -> web.Response:
+        location = "/login?" + urlencode({"return_to": request.path_qs})
+        return web.Response(status=302, headers={"Location": location})
 
     def _violation(self, message: str) -> None:
         self.violations.append(message)
@@ -317,9 +327,9 @@ class GitHubWebSim:
             back = "/"
         # A POST that needed a sign-in cannot be replayed from a redirect: GitHub shows the
         # page again; the simulator goes back to where the person came from.
-        response = web.HTTPFound(back)
+        response = web.Response(status=302, headers={"Location": back})
         response.set_cookie(SESSION_COOKIE, login, httponly=True, samesite="Lax")
-        raise response
+        return response
 
     # --- registration from a manifest ------------------------------------------------------
 
@@ -646,7 +656,8 @@ class GitHubWebSim:
                           "error_uri": "https://docs.github.com/apps/managing-oauth-apps/"
                           "troubleshooting-oauth-app-access-token-request-errors"}  # fmt: skip
         else:
-            assert code is not None and app is not None
+            assert code is not None
+            assert app is not None
             code.used = True
             token = f"ghu_{secrets.token_urlsafe(27)}"
             self.user_tokens[token] = (code.data["login"], app.id, time.time() + USER_TOKEN_TTL)
@@ -693,7 +704,10 @@ class GitHubWebSim:
             return self._bad_credentials("users/get-authenticated")
         user = found[0]
         body = example("/user", "get", 200)
-        body.update(login=user.login, id=user.id, name=user.name, node_id=f"U_{user.id}")
+        body.update(
+            login=user.login, id=user.id, name=user.name, node_id=f"U_{user.id}",
+            user_view_type="private",
+        )  # fmt: skip
         return self._api_json("/user", "get", 200, body)
 
     async def _user_installations(self, request: web.Request) -> web.Response:
@@ -798,6 +812,3 @@ async def github_web() -> AsyncIterator[GitHubWebSim]:
     finally:
         await sim.close()
         await api.close()
-
-
-Factory = Callable[..., Any]

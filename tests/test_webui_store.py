@@ -50,7 +50,7 @@ async def backdate(url: str, event_ids: Sequence[int], moment: datetime) -> None
     conn = await asyncpg.connect(postgres_url())
     try:
         await conn.executemany(
-            f'UPDATE "{schema}".pr_events SET created_at = $1 WHERE id = $2',
+            f'UPDATE "{schema}".pr_events SET created_at = $1 WHERE id = $2',  # noqa: S608
             [(moment, i) for i in event_ids],
         )
     finally:
@@ -91,7 +91,8 @@ async def test_recent_deliveries_only_in_scope_newest_first_bounded(store: Store
     assert rows[0].repo == "acme/api"
     assert rows[0].state is DeliveryState.PENDING
     assert rows[0].received_at.tzinfo is not None
-    assert rows[-1].repo is None and rows[-1].installation_id == 7
+    assert rows[-1].repo is None
+    assert rows[-1].installation_id == 7
 
     assert [r.id for r in await store.recent_deliveries(scope, since=now() - 7 * DAY, limit=2)] == [
         "d-4",

@@ -151,8 +151,9 @@ def refuse(request: web.Request, status: int, slug: str, title: str, detail: str
     return response
 
 
-def see_other(request: web.Request, location: str) -> web.HTTPSeeOther:
-    response = web.HTTPSeeOther(location)
+def see_other(request: web.Request, location: str) -> web.Response:
+    """303: the browser follows with a GET (after a form post or a callback)."""
+    response = web.Response(status=303, headers={"Location": location})
     harden(response, request.app[WEBUI].settings.web_url)
     return response
 

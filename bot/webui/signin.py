@@ -46,7 +46,7 @@ def current_session(request: web.Request) -> Session | None:
     return Session.from_cookie(data)
 
 
-def sign_in_redirect(request: web.Request) -> web.HTTPSeeOther:
+def sign_in_redirect(request: web.Request) -> web.Response:
     return see_other(request, "/login?" + urlencode({"next": request.path_qs}))
 
 
