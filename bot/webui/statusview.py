@@ -212,6 +212,19 @@ def delivery_rows(deliveries: Iterable[DeliverySummary], now: datetime) -> tuple
     return tuple(rows)
 
 
+def _sentence(event: PrEvent) -> str:
+    """``/shepherd explain``'s sentence; for kinds it has none for, the event's plain fields."""
+    text = describe_plain(event)
+    if text != event.kind:
+        return text
+    fields = [
+        f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in event.data.items()
+        if isinstance(v, str | int | float | bool | list) and v not in ("", [])
+    ]
+    return "; ".join(fields[:4])
+
+
 def pr_views(
     activity: Sequence[PrActivity],
     events: Mapping[tuple[str, int], Sequence[PrEvent]],
@@ -235,7 +248,7 @@ def pr_views(
                     TimelineEntry(
                         at=e.created_at.strftime("%Y-%m-%d %H:%M"),
                         kind=e.kind,
-                        summary=describe_plain(e)[:300],
+                        summary=_sentence(e)[:300],
                     )
                     for e in timeline
                 ),
