@@ -229,7 +229,8 @@ async def test_from_make_run_to_a_configured_app_then_status_for_two_users(
     await page.get_by_text("Repair outcomes per day").wait_for()
     alice_text = await page.inner_text("main")
     status_png = await shot(page, "04-status-alice")
-    assert "acme/api" in alice_text and "acme/docs" in alice_text
+    assert "acme/api" in alice_text
+    assert "acme/docs" in alice_text
     assert "acme/web" not in alice_text
 
     bob_context = await context_for(chromium, github, "bob")
@@ -240,7 +241,8 @@ async def test_from_make_run_to_a_configured_app_then_status_for_two_users(
     bob_text = await bob.inner_text("main")
     await shot(bob, "05-status-bob")
     assert "acme/web" in bob_text
-    assert "acme/api" not in bob_text and "acme/docs" not in bob_text
+    assert "acme/api" not in bob_text
+    assert "acme/docs" not in bob_text
 
     # Anonymous: a redirect to sign-in, never data.
     anonymous = await (await context_for(chromium, github, None)).new_page()
@@ -260,11 +262,15 @@ async def test_from_make_run_to_a_configured_app_then_status_for_two_users(
     output = (await asyncio.wait_for(doctor.communicate(), 120))[0].decode()
     lines = output.splitlines()
     row = next(line for line in lines if line.startswith("GitHub App"))
-    assert "OK" in row and f"authenticated as {app.slug}" in row and "github-app.json" in row
+    assert "OK" in row
+    assert f"authenticated as {app.slug}" in row
+    assert "github-app.json" in row
     secret_row = next(line for line in lines if line.startswith("webhook secret"))
-    assert "OK" in secret_row and "github-app.json" in secret_row
+    assert "OK" in secret_row
+    assert "github-app.json" in secret_row
     web_row = next(line for line in lines if line.startswith("web UI"))
-    assert "sign-in with GitHub enabled" in web_row and "mode 600" in web_row
+    assert "sign-in with GitHub enabled" in web_row
+    assert "mode 600" in web_row
 
     github.assert_no_violations()
     github.api.assert_no_violations()
@@ -281,7 +287,8 @@ async def test_refusals_in_the_browser_store_nothing(
 
     # A forged state.
     response = await page.goto(f"{shepherd.url}/setup/callback?code=0123abcd&state=forged")
-    assert response is not None and response.status == 400
+    assert response is not None
+    assert response.status == 400
     await page.get_by_role("heading", name="This registration cannot be completed").wait_for()
     await shot(page, "06-refused-forged-state")
     assert github.conversions == []
@@ -296,9 +303,11 @@ async def test_refusals_in_the_browser_store_nothing(
     await page.wait_for_url(f"{shepherd.url}/")
     before = (data / "github-app.json").read_bytes()
     response = await page.goto(callbacks[-1])
-    assert response is not None and response.status == 409
+    assert response is not None
+    assert response.status == 409
     response = await page.goto(f"{shepherd.url}/setup/callback?code=feedbeef&state=later")
-    assert response is not None and response.status == 409
+    assert response is not None
+    assert response.status == 409
     await shot(page, "07-refused-after-setup")
     assert [c.status for c in github.conversions] == [201]
     assert (data / "github-app.json").read_bytes() == before
