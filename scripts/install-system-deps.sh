@@ -10,8 +10,11 @@
 #               and the forwarders that make them reachable inside the sandbox (Debian packages;
 #               each job starts its own servers; the package's main cluster is what `make
 #               postgres` starts for the store tests)
+#   chromium, fonts-dejavu-core
+#               the browser the web UI's tests drive through playwright (tests only: the
+#               Dockerfile passes --no-browser; fonts so screenshots show text)
 #
-# Usage: scripts/install-system-deps.sh [--no-node] [--no-services]
+# Usage: scripts/install-system-deps.sh [--no-node] [--no-services] [--no-browser]
 #   Run as root (or with sudo available) for the apt-get part. Re-running is cheap.
 #   PRETTIER_VERSION overrides the bundled prettier version (default 3.10.1).
 set -euo pipefail
@@ -20,10 +23,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 prettier_version="${PRETTIER_VERSION:-3.10.1}"
 with_node=1
 with_services=1
+with_browser=1
 for arg in "$@"; do
     case "$arg" in
         --no-node) with_node=0 ;;
         --no-services) with_services=0 ;;
+        --no-browser) with_browser=0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -47,6 +52,10 @@ if [ "$with_services" -eq 1 ]; then
         || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+fi
+if [ "$with_browser" -eq 1 ]; then
+    command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
