@@ -12,7 +12,7 @@ RUN mkdir -p /etc/postgresql-common \
  && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf \
  && apt-get update \
  && apt-get install -y --no-install-recommends git bubblewrap nodejs npm curl ca-certificates \
-      postgresql redis-server mariadb-server socat \
+      postgresql redis-server mariadb-server socat tinyproxy-bin \
  && rm -rf /var/lib/apt/lists/* \
  && pip install --no-cache-dir "uv==${UV_VERSION}"
 

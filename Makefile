@@ -61,6 +61,8 @@ bench: install system-deps postgres
 	$(BIN)/python bench/triage.py
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/env.py
+	$(BIN)/python bench/services.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -75,6 +75,11 @@ class Diagnosis:
     workdir: str | None = None
 
     @property
+    def key(self) -> str:
+        """One failed step of one job (a job can fail in several steps)."""
+        return f"{self.name}\0{self.log.step or ''}\0{self.log.command or ''}"
+
+    @property
     def subdir(self) -> str:
         if self.workdir is not None:
             return _safe_subdir(self.workdir)
@@ -109,9 +114,9 @@ def _safe_subdir(working_directory: str | None) -> str:
 def locate_jobs(
     diagnoses: Sequence[Diagnosis], workflows: Mapping[str, str]
 ) -> tuple[list[Diagnosis], dict[str, WorkflowJob]]:
-    """Find each failed job in the base branch's workflows (pure), and take the failing step's
-    working directory from there (``defaults.run`` does not show in a log). Returns the
-    diagnoses so updated and the jobs found, by diagnosis name."""
+    """Find each failed step's job in the base branch's workflows (pure), and take the failing
+    step's working directory from there (``defaults.run`` does not show in a log). Returns the
+    diagnoses so updated and the jobs found, by ``Diagnosis.key``."""
     jobs: dict[str, WorkflowJob] = {}
     located: list[Diagnosis] = []
     for d in diagnoses:
@@ -122,13 +127,7 @@ def locate_jobs(
             failing_step_name=d.log.step,
         )
         if job is not None and job.failing_step is not None:
-            known = jobs.get(d.name)
-            if known is None or (
-                known.failing_step is not None and job.failing_step.index < known.failing_step.index
-            ):
-                # Several failed steps of one job share one environment, set up by the steps
-                # before the first of them (a later failed step is not a setup step).
-                jobs[d.name] = job
+            jobs[d.key] = job
             workdir = job.failing_step.working_directory
             d = replace(d, workdir=workdir.replace(WORKSPACE, "").lstrip("/") if workdir else "")
         located.append(d)
@@ -165,7 +164,12 @@ async def job_environments(
     tracked = await asyncio.to_thread(tracked_files, wt)
     async with contextlib.AsyncExitStack() as stack:
         opened: dict[tuple[str, str], JobContext] = {}
-        for diagnosis, job in jobs.items():
+        # Failed steps of one workflow job share one environment, set up by the steps before
+        # the first of them (a later failed step is not a setup step).
+        first = sorted(
+            jobs.items(), key=lambda item: item[1].failing_step.index if item[1].failing_step else 0
+        )
+        for diagnosis, job in first:
             which = (job.workflow, job.name)
             if which not in opened:
                 try:
@@ -479,7 +483,7 @@ async def _repair(
     root = wt.path
 
     def context(d: Diagnosis) -> JobContext:
-        return contexts.get(d.name) or JobContext(runner)
+        return contexts.get(d.key) or JobContext(runner)
 
     repair.before_tree = await asyncio.to_thread(snapshot_tree, wt)
     for d in diagnoses:

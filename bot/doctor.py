@@ -19,6 +19,9 @@ import aiohttp
 from bot.errors import ConfigError, GitHubError, SandboxError, ShepherdError
 from bot.git import git_installed
 from bot.github import GitHubApp
+from bot.jobenv.egress import EgressProxy
+from bot.jobenv.services import Server, ServiceHost
+from bot.jobenv.toolchains import discover
 from bot.sandbox import make_runner
 from bot.settings import Settings
 from bot.store import open_store
@@ -253,6 +256,55 @@ async def check_llm(settings: Settings) -> Check:
     return Check("LLM rung", Status.OK, f"key set; model {settings.llm_model}")
 
 
+async def check_toolchains(settings: Settings) -> Check:
+    """Which setup actions this host can stand in for (job environments)."""
+    host = await asyncio.to_thread(discover)
+    kinds = ("python", "node", "go", "rust", "uv")
+
+    def versions(kind: str) -> str:
+        numbers = sorted(host.of(kind), key=lambda t: tuple(map(int, t.version.split(".")[:3])))
+        return ", ".join(t.version for t in numbers)
+
+    found = [f"{kind} {versions(kind)}" for kind in kinds if host.of(kind)]
+    absent = [kind for kind in kinds if not host.of(kind)]
+    detail = "; ".join(found) + (f"; not here: {', '.join(absent)}" if absent else "")
+    if not host.of("python"):
+        return Check("toolchains", Status.FAIL, detail, "install a CPython (python3.11)")
+    return Check(
+        "toolchains",
+        Status.WARN if absent else Status.OK,
+        detail,
+        "jobs using the missing ones are set up with the closest toolchain or handed off"
+        if absent
+        else "",
+    )
+
+
+async def check_services(settings: Settings) -> Check:
+    """Which workflow services this host can start privately per job, and the setup proxy."""
+    parts, missing = [], []
+    host = ServiceHost(Path(tempfile.gettempdir()) / "shepherd-doctor-services")
+    for server in Server:
+        support = await host.support(server)
+        if support.description is None:
+            missing.append(f"{server.value} ({support.reason})")
+        else:
+            parts.append(support.description)
+    proxy = EgressProxy.missing()
+    if proxy:
+        missing.append(f"setup proxy ({proxy} not installed)")
+    detail = ", ".join(parts) + (f"; missing: {'; '.join(missing)}" if missing else "")
+    return Check(
+        "services",
+        Status.WARN if missing else Status.OK,
+        detail,
+        "run scripts/install-system-deps.sh (postgresql, redis-server, mariadb-server, socat, "
+        "tinyproxy)"
+        if missing
+        else "",
+    )
+
+
 CHECKS: tuple[Callable[[Settings], Awaitable[Check]], ...] = (
     check_secret,
     check_github,
@@ -260,6 +312,8 @@ CHECKS: tuple[Callable[[Settings], Awaitable[Check]], ...] = (
     check_database,
     check_sandbox,
     check_tools,
+    check_toolchains,
+    check_services,
     check_llm,
 )
 

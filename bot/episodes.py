@@ -99,6 +99,16 @@ def budget_state(
     )
 
 
+def our_push(events: Sequence[PrEvent], head_sha: str) -> str | None:
+    """The commit Shepherd pushed on top of ``head_sha``, if it recorded one."""
+    pushed: str | None = None
+    for event in events:
+        if event.kind == EventKind.PUSHED and event.data.get("expected_sha") == head_sha:
+            new = event.data.get("new_sha")
+            pushed = str(new) if new else None
+    return pushed
+
+
 def pending_push(events: Sequence[PrEvent], head_sha: str) -> str | None:
     """A push intent for this head SHA with no recorded result: a crash may have happened
     between the ref update and recording it. Returns the intended new SHA to look for."""

@@ -14,6 +14,7 @@ from cachetools import TTLCache
 
 from bot.commandjob import CommandEnv, CommandRequest, run_commands
 from bot.github import GitHubApp
+from bot.jobenv.prewarm import prewarm
 from bot.lanejob import LaneRequest, run_agent_lane
 from bot.observability import Metrics
 from bot.problems import Outcome, OutcomeKind
@@ -22,7 +23,7 @@ from bot.sandbox import Runner
 from bot.settings import Settings
 from bot.store import EventSpec, Job, JobSpec, Store
 from bot.triagejob import TriageRequest, run_triage
-from bot.workspace import Workspaces
+from bot.workspace import Workspaces, read_tree_files
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,30 @@ async def agent_lane_job(job: Job, deps: JobDeps) -> JobResult:
     return JobResult(outcome)
 
 
-#: kind → runner. Explicit: a new job kind is one line here.
+async def prewarm_job(job: Job, deps: JobDeps) -> JobResult:
+    """A pull request opened: prepare its base branch's job environments in the warm pool."""
+    if deps.github is None or deps.repair_env.environments is None:
+        return _disabled(job)
+    p = job.payload
+    repo, sha = str(p["repo"]), str(p["sha"])
+    token = await deps.github.installation_token(int(p["installation"]), repo=repo)
+    runner = deps.repair_env.runner_factory()
+    environments = deps.repair_env.environments.for_runner(runner)
+    if environments is None:
+        return JobResult("noop", {"reason": "job environments need bubblewrap"})
+    try:
+        async with deps.workspaces.checkout(
+            str(p["clone_url"]), repo, sha, job_id=f"prewarm-{job.id}", token=token.token
+        ) as wt:
+            files = await read_tree_files(wt, sha, ".github/workflows")
+            done = await prewarm(
+                environments, wt, files, key=f"prewarm-{job.id}", name=repo.split("/")[-1]
+            )
+    finally:
+        await environments.aclose()
+    return JobResult("done", {"jobs": done})
+
+
 async def forget_repos_job(job: Job, deps: JobDeps) -> JobResult:
     """The App was uninstalled or lost repositories: drop their mirror clones."""
     repos = [str(r) for r in job.payload.get("repos", [])]
@@ -245,4 +269,5 @@ JOB_RUNNERS: dict[str, JobRunner] = {
     "triage": triage_job,
     "agent_lane": agent_lane_job,
     "command": command_job,
+    "prewarm": prewarm_job,
 }

@@ -30,7 +30,14 @@ from bot.blueprint import (
     repair_tree,
 )
 from bot.classify import file_locations
-from bot.episodes import BudgetState, EventKind, budget_state, last_event, pending_push
+from bot.episodes import (
+    BudgetState,
+    EventKind,
+    budget_state,
+    last_event,
+    our_push,
+    pending_push,
+)
 from bot.errors import GitHubError, PushRejected, SandboxUnavailable
 from bot.events import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
 from bot.jobenv.environment import EnvironmentsFactory
@@ -311,12 +318,6 @@ async def run_repair(
     if pull is None:
         log.info("no open PR has head %s; nothing to repair", req.sha[:12])
         return Outcome(title="No open pull request for this commit", outcome=OutcomeKind.NOOP)
-    if pull["head"]["sha"] != req.sha:
-        return Outcome(
-            title="Superseded by a newer push",
-            outcome=OutcomeKind.NOOP,
-            detail=f"The PR head is now {pull['head']['sha'][:12]}.",
-        )
     pr = int(pull["number"])
     req = replace(req, pr=pr)
     reporter = Reporter(
@@ -341,7 +342,15 @@ async def run_repair(
     events = await reporter.events()
     recovered = await _recover_push(gh, req, pull, events, record)
     if recovered is not None:
+        # A crash came after the push and before the report: the report is still owed.
+        await _report(reporter, req, recovered, [], config, current_labels=pull.get("labels", []))
         return recovered
+    if pull["head"]["sha"] != req.sha:
+        return Outcome(
+            title="Superseded by a newer push",
+            outcome=OutcomeKind.NOOP,
+            detail=f"The PR head is now {pull['head']['sha'][:12]}.",
+        )
 
     runs = await wait_for_settled(
         gh, req, app_slug=env.app_slug, settle_timeout=env.settle_timeout, poll=env.settle_poll
@@ -645,11 +654,22 @@ async def _suggest(gh: RepairGitHub, req: RepairRequest, patch: str) -> None:
 async def _recover_push(
     gh: RepairGitHub, req: RepairRequest, pull: JSONObject, events: Any, record: Any
 ) -> Outcome | None:
-    """After a crash between moving the branch and recording it, find our own commit instead of
-    pushing again."""
+    """After a crash between moving the branch and recording it (or between recording it and
+    reporting it), find our own commit instead of pushing again; the caller reports it. Reporting
+    twice is harmless: the check run and the sticky comment are edited in place."""
     intended = pending_push(events, req.sha)
     if intended is None:
-        return None
+        # The push was recorded, but the job died before reporting it: the head is ours.
+        pushed = our_push(events, req.sha)
+        if pushed is None or pull["head"]["sha"] != pushed:
+            return None
+        return Outcome(
+            title="Fixed and pushed",
+            outcome=OutcomeKind.FIXED,
+            commit=pushed,
+            next_action=NextAction.WAIT_FOR_CI,
+            detail="Recovered after a restart: the fix had been pushed.",
+        )
     ref = await gh.get_ref(req.owner, req.repo, f"heads/{pull['head']['ref']}")
     if (ref.get("object") or {}).get("sha") == intended:
         await record(EventKind.PUSHED, expected_sha=req.sha, new_sha=intended, recovered=True)

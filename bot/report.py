@@ -94,7 +94,15 @@ def split_sections(body: str) -> dict[str, str]:
     return {m["name"]: m["body"] for m in _SECTION.finditer(body)}
 
 
-def compose_comment(sections: Mapping[str, str], outcome: Outcome | None) -> str:
+#: GitHub refuses issue comments over 65,536 characters.
+COMMENT_LIMIT = 65_536
+PATCH_ELSEWHERE = (
+    "_The full patch is in the `shepherd` check run's details (too large for this comment)._"
+)
+_CUT = "\n\n… (cut to fit GitHub's comment size; the `shepherd` check run has the rest)"
+
+
+def _compose(sections: Mapping[str, str], outcome: Outcome | None) -> str:
     parts = [STICKY_MARKER]
     for name in sorted(
         sections, key=lambda n: _SECTION_ORDER.index(n) if n in _SECTION_ORDER else 99
@@ -106,6 +114,29 @@ def compose_comment(sections: Mapping[str, str], outcome: Outcome | None) -> str
     if outcome is not None:
         parts.append(embed_outcome(outcome))
     return "\n\n".join(parts)
+
+
+def compose_comment(sections: Mapping[str, str], outcome: Outcome | None) -> str:
+    """The one sticky comment: marker, one section per concern, the hidden JSON outcome last,
+    within GitHub's size limit. Over the limit, the patch leaves the embedded outcome first (the
+    check run keeps it, and the comment says so), then the longest sections are cut; the JSON
+    outcome is never cut."""
+    body = _compose(sections, outcome)
+    if len(body) <= COMMENT_LIMIT:
+        return body
+    sections = dict(sections)
+    if outcome is not None and outcome.patch:
+        outcome = outcome.model_copy(update={"patch": None})
+        if "repair" in sections:
+            sections["repair"] = sections["repair"] + "\n\n" + PATCH_ELSEWHERE
+    while (over := len(_compose(sections, outcome)) - COMMENT_LIMIT) > 0 and sections:
+        name = max(sections, key=lambda n: len(sections[n]))
+        keep = max(0, len(sections[name]) - over - len(_CUT))
+        if keep == 0:
+            del sections[name]
+        else:
+            sections[name] = sections[name][:keep] + _CUT
+    return _compose(sections, outcome)
 
 
 class Reporter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,6 @@ CHECK_NAME = "shepherd"
 #: https://docs.github.com/rest/checks/runs#create-a-check-run
 CHECK_TEXT_LIMIT = 65_535
 #: Comments are limited to 65,536 characters.
-COMMENT_LIMIT = 65_000
 
 _NEXT_ACTION_TEXT = {
     NextAction.NONE: "Nothing to do.",
@@ -189,27 +188,6 @@ def extract_outcome(body: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def render_comment(sections: Mapping[str, str], outcome: Outcome | None) -> str:
-    """The sticky comment: marker, one section per concern (triage, repair, ...), hidden JSON."""
-    parts = [STICKY_MARKER]
-    parts.extend(
-        body
-        for _, body in sorted(sections.items(), key=lambda kv: _SECTION_ORDER.get(kv[0], 99))
-        if body
-    )
-    if outcome is not None:
-        parts.append(embed_outcome(outcome))
-    body = "\n\n".join(parts)
-    if len(body) > COMMENT_LIMIT:
-        body = body[: COMMENT_LIMIT - 200] + "\n\n… (truncated; the check run has the details)\n"
-        if outcome is not None:
-            body += "\n" + embed_outcome(outcome.model_copy(update={"patch": None}))
-    return body
-
-
-_SECTION_ORDER = {"status": 0, "repair": 1, "triage": 2, "policy": 3}
-
-
 def render_check_run(
     outcome: Outcome,
     *,
@@ -219,6 +197,15 @@ def render_check_run(
 ) -> CheckRunOutput:
     summary = render_outcome_markdown(outcome)
     text = triage_markdown or None
+    if outcome.patch:
+        # The one place the whole patch always is: the comment may be too small for it.
+        patch = f"### Patch\n\n{_fence(outcome.patch, 'diff')}"
+        if len(patch) > CHECK_TEXT_LIMIT - len(text or "") - 100:
+            patch = (
+                f"### Patch\n\nThe patch is {len(outcome.patch) // 1024} KB, more than a check "
+                "run holds: run `shepherd fix --repo . --log <the job's log>` to make it locally."
+            )
+        text = f"{text}\n\n{patch}" if text else patch
     if len(summary) > CHECK_TEXT_LIMIT:
         summary = summary[: CHECK_TEXT_LIMIT - 100] + "\n\n… (truncated)"
     if text and len(text) > CHECK_TEXT_LIMIT:

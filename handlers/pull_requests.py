@@ -12,6 +12,8 @@ router = routing.Router()
 
 TRIAGE_JOB = "triage"
 TRIAGE_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review")
+PREWARM_JOB = "prewarm"
+PREWARM_ACTIONS = ("opened", "reopened")
 
 
 @router.register("pull_request")
@@ -43,3 +45,18 @@ async def pull_request_changed(event: sansio.Event, ctx: HandlerContext) -> None
         },
         concurrency_key=f"{repo}#{pr.number}",
     )
+    if payload.action in PREWARM_ACTIONS:
+        # The base branch's job environments, built while CI runs, so that a failure of this
+        # PR starts from the warm pool (one job per base commit, whichever PR opened first).
+        base = pr.base.sha
+        ctx.enqueue(
+            PREWARM_JOB,
+            f"prewarm:{repo}@{base}",
+            {
+                "installation": payload.installation.id,
+                "repo": repo,
+                "sha": base,
+                "clone_url": payload.repository.clone_url,
+            },
+            concurrency_key=f"prewarm:{repo}",
+        )

@@ -10,6 +10,8 @@
 #               and the forwarders that make them reachable inside the sandbox (Debian packages;
 #               each job starts its own servers; the package's main cluster is what `make
 #               postgres` starts for the store tests)
+#   tinyproxy   the registry-only network of a job environment's setup steps: an allowlisting
+#               proxy reached through socat (bot/jobenv/egress.py; Debian package tinyproxy-bin)
 #   chromium, fonts-dejavu-core
 #               the browser the web UI's tests drive through playwright (tests only: the
 #               Dockerfile passes --no-browser; fonts so screenshots show text)
@@ -48,6 +50,7 @@ if [ "$with_node" -eq 1 ]; then
 fi
 if [ "$with_services" -eq 1 ]; then
     command -v socat >/dev/null || missing+=(socat)
+    command -v tinyproxy >/dev/null || missing+=(tinyproxy-bin)
     compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null \
         || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)

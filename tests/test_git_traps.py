@@ -321,7 +321,9 @@ sys.exit(1)
 
 PRETTIER_CONFIG = """\
 try {
-  require("child_process").execFileSync("python3", [__dirname + "/check.py"], { stdio: "inherit" });
+  require("child_process").execFileSync("python3", [__dirname + "/check.py"], {
+    stdio: "inherit",
+  });
 } catch (e) {}
 module.exports = {};
 """

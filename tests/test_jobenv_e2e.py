@@ -11,7 +11,11 @@ package registries, through Shepherd's registry-only proxy.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,3 +446,130 @@ async def test_server_reproduces_then_verifies_in_the_job_environment(
     expected = [case.edit.path] if case.edit else ["services/billing/invoices.py"]
     assert changed == expected
     world.sim.assert_no_violations()
+
+
+async def test_production_dependency_set_verifies_with_the_jobs_own_tools(
+    tmp_path: Path, aiohttp_server: ServerFactory, shared_jobenv_pool: Path
+) -> None:
+    """The production image installs Shepherd without its dev dependencies (no pytest): the
+    job's checks must run on what the job itself installed, not on Shepherd's virtualenv."""
+    venv = tmp_path / "prod-venv"
+    root = Path(__file__).resolve().parents[1]
+    uv = Path(sys.executable).parent / "uv"
+    done = subprocess.run(
+        [str(uv), "sync", "--locked", "--no-dev", "--quiet"],
+        cwd=root,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (venv / "bin" / "pytest").exists()  # really the production set
+    case = PERIODS
+    repo = make_repo(tmp_path / "repo", case.files)
+    log = tmp_path / "job.log"
+    log.write_text(case_log(case))
+    sim, url = await start_model(aiohttp_server, case)
+    assert sim is not None
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": sim.api_key,
+        "ANTHROPIC_BASE_URL": url,
+        "SHEPHERD_DATA_DIR": str(tmp_path / "data"),
+        "SHEPHERD_JOBENV_POOL": str(shared_jobenv_pool),
+        "SHEPHERD_LOG_FORMAT": "text",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(venv / "bin" / "shepherd"),
+        "fix",
+        "--repo",
+        str(repo),
+        "--log",
+        str(log),
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (err + out).decode()[-4000:]
+    assert_rebuilt(json.loads(out), case)
+
+
+async def test_opening_a_pr_prebuilds_its_base_branchs_environments(
+    world: World, aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    case = PERIODS
+    base_files = {
+        **case.files,  # the base branch has the project and its workflow
+        ".github/shepherd.yml": "llm:\n  mode: auto\n",
+    }
+    world.base_sha = commit_files(world.bare, "main", base_files, "CI")
+    sim, url = await start_model(aiohttp_server, case)
+    assert sim is not None
+    settings = Settings(
+        **{
+            **world.settings.model_dump(),
+            "anthropic_api_key": sim.api_key,
+            "anthropic_base_url": url,
+            "jobenv_pool_dir": tmp_path / "own-pool",  # not the run's shared pool
+        }
+    )
+    world.pool = WorkerPool(
+        store=world.client.app[STORE], settings=settings, metrics=world.client.app[METRICS], count=0
+    )
+    pull = world.open_pull(
+        "copilot/fix", {"README.md": "changed\n"}, number=32, user="Copilot", body="Fix."
+    )
+    assert await world.deliver("pull_request", world.pull_request_event(pull, "opened")) == 202
+    await world.drain()
+    pooled = [p for p in (tmp_path / "own-pool").iterdir() if not p.name.startswith(".")]
+    assert len(pooled) == 1  # the base branch's `test` job, ready before anything failed
+
+    run, job = world.fail_job(pull.head_sha, case.job, case_log(case))
+    assert await world.deliver("workflow_job", world.workflow_job_event(run, job)) == 202
+    await world.drain()
+
+    [comment] = world.sticky_comments(32)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert_rebuilt(outcome, case)
+    [environment] = outcome["environment"]
+    assert environment["cache"] == "hit"
+
+
+async def test_a_service_shepherd_cannot_provide_hands_off(
+    tmp_path: Path, aiohttp_server: ServerFactory, make_settings: Callable[..., Settings]
+) -> None:
+    case = PERIODS
+    workflow = case.files[".github/workflows/ci.yml"].replace(
+        "    steps:\n",
+        "    services:\n      search:\n        image: elasticsearch:8.15.0\n"
+        "        ports:\n          - 9200:9200\n    steps:\n",
+        1,
+    )
+    repo = make_repo(tmp_path / "repo", {**case.files, ".github/workflows/ci.yml": workflow})
+    log = tmp_path / "job.log"
+    log.write_text(case_log(case))
+    sim, url = await start_model(aiohttp_server, case)
+    assert sim is not None
+    settings = make_settings(anthropic_api_key=sim.api_key, anthropic_base_url=url)
+    agent, _ = make_agent(settings)
+
+    result = await fix_repo(
+        repo,
+        log,
+        fixers=FIXERS,
+        runner=make_runner(allow_unsandboxed=False, tool_dirs=bundled_tool_dirs()),
+        agent=agent,
+        environments=EnvironmentsFactory.from_settings(settings),
+    )
+
+    outcome = result.outcome
+    assert outcome.outcome is OutcomeKind.HANDOFF
+    assert outcome.title == "The CI job could not be rebuilt: nothing verified"
+    assert "service search (image elasticsearch:8.15.0) cannot be provided here" in outcome.detail
+    assert sim.requests == []  # never a silent pass, and no LLM tokens spent on it
+    assert (repo / case.edit.path).read_text() == case.files[case.edit.path]  # type: ignore[union-attr]

@@ -251,6 +251,8 @@ async def test_the_server_repairs_both_failed_steps_in_one_commit(
     files = {
         **FILES,
         "tests/test_calc.py": "from demo.calc import total\n\n\ndef test_total():\n    assert total([1, 2]) == 3\n",
+        # What the base branch's jobs install before their checks (`pip install -r ...`).
+        "requirements-dev.txt": "isort==9.0.2\nblack==26.10.1\n",
     }
     local = make_repo(tmp_path / "local", files)
     log = two_step_log(local, SERVER_ISORT, SERVER_BLACK)
@@ -261,20 +263,20 @@ async def test_the_server_repairs_both_failed_steps_in_one_commit(
     assert await world.deliver("workflow_job", world.workflow_job_event(run, job)) == 202
     await world.drain()
 
-    new_head = world.branch_sha("imports-and-format")
-    assert new_head != head
-    assert git(world.bare, "rev-parse", f"{new_head}^") == head  # one commit on the head
     [comment] = world.sticky_comments(51)
     outcome = extract_outcome(comment["body"])
     assert outcome is not None
-    assert outcome["outcome"] == "fixed", outcome
+    assert outcome["outcome"] == "fixed", outcome["detail"]
+    new_head = world.branch_sha("imports-and-format")
+    assert new_head != head
+    assert git(world.bare, "rev-parse", f"{new_head}^") == head  # one commit on the head
     assert [(f["job"], f["step"], f["fixers"]) for f in outcome["failures"]] == [
         ("lint", SERVER_ISORT, ["isort"]),
         ("lint", SERVER_BLACK, ["black"]),
     ]
     assert [fix["fixer"] for fix in outcome["fixes"]] == ["isort", "black"]
-    assert f"`{SERVER_ISORT}` passes in the sandbox" in outcome["verification"]
-    assert f"`{SERVER_BLACK}` passes in the sandbox" in outcome["verification"]
+    assert f"`{SERVER_ISORT}` passes in its job environment" in outcome["verification"]
+    assert f"`{SERVER_BLACK}` passes in its job environment" in outcome["verification"]
     # The pushed tree passes both checks.
     checkout = tmp_path / "pushed"
     subprocess.run(["git", "clone", "-q", str(world.bare), str(checkout)], check=True)

@@ -8,8 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.episodes import EventKind
+from bot.errors import StoreError
 from bot.sandbox import CommandResult, Runner
 from bot.summary import extract_outcome
+from bot.web import STORE
 from tests.conftest import load_payload
 from tests.e2e_support import World, git, scenario_files, scenario_log
 
@@ -231,3 +236,42 @@ async def test_removed_repositories_lose_their_mirror(world: World) -> None:
     assert await world.deliver("installation_repositories", payload) == 202
     await world.drain()
     assert not mirror.exists()
+
+
+@pytest.mark.parametrize("crash_on", [EventKind.PUSHED, EventKind.CHECK_RUN])
+async def test_a_crash_after_the_push_still_reports_once(
+    world: World, monkeypatch: pytest.MonkeyPatch, crash_on: str
+) -> None:
+    """The worker dies after moving the branch: before recording the push, or after recording it
+    but before the report was recorded. The retried job finds its own commit, pushes nothing
+    more, and reports it: one push, one check run on the head, one sticky comment."""
+    pull = world.open_pull("feature", scenario_files(RUFF), number=44)
+    head = pull.head_sha
+    store = world.client.app[STORE]
+    real_append = store.append_event
+    crashed: list[str] = []
+
+    async def crash_once(spec: Any) -> int:
+        if spec.kind == crash_on and not crashed:
+            crashed.append(spec.kind)
+            raise StoreError("the database went away")
+        return await real_append(spec)
+
+    monkeypatch.setattr(store, "append_event", crash_once)
+    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 0.0)
+    run, job = world.fail_job(head, "lint", scenario_log(RUFF))
+    await world.deliver("workflow_job", world.workflow_job_event(run, job))
+    await world.drain()
+
+    assert crashed == [crash_on]
+    new_head = world.branch_sha("feature")
+    assert git(world.bare, "rev-parse", f"{new_head}^") == head
+    assert len([c for c in world.sim.calls("git/update-ref") if c.status == 200]) == 1
+    [check] = world.shepherd_runs(head)
+    assert check["conclusion"] == "success"
+    [comment] = world.sticky_comments(44)
+    outcome = extract_outcome(comment["body"])
+    assert outcome is not None
+    assert outcome["outcome"] == "fixed"
+    assert outcome["commit"] == new_head
+    world.sim.assert_no_violations()

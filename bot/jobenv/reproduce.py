@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from bot.logs import clean_line
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+#: The checkout's path on GitHub's runners (and in Shepherd's sandbox, where the repository's
+#: name may differ from CI's): compared as one placeholder.
+_WORKSPACE = re.compile(r"/home/runner/work/[^/\s]+/[^/\s]+")
 _SPACE = re.compile(r"\s+")
 #: What the distiller adds to a line: a repeat count, a cut marker.
 _DECORATION = re.compile(r"\s*\(×\d+\)$|…\[\+\d+ chars\]$")
@@ -38,7 +41,7 @@ class Reproduction:
 
 
 def _norm(line: str) -> str:
-    line = _DECORATION.sub("", clean_line(line))
+    line = _WORKSPACE.sub("WORKSPACE", _DECORATION.sub("", clean_line(line)))
     return _SPACE.sub(" ", _NUMBER.sub("N", line)).strip()
 
 
