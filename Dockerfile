@@ -21,7 +21,7 @@ RUN mkdir -p /etc/postgresql-common \
 
 RUN useradd --create-home --uid 10001 shepherd
 WORKDIR /app
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock README.md app.yml ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY fixers ./fixers
@@ -31,7 +31,7 @@ ENV UV_PROJECT_ENVIRONMENT=/app/.venv \
     SHEPHERD_DATA_DIR=/data \
     PYTHONUNBUFFERED=1
 RUN uv sync --locked --no-dev \
- && bash scripts/install-system-deps.sh \
+ && bash scripts/install-system-deps.sh --no-browser \
  && mkdir -p /data && chown shepherd:shepherd /data
 
 USER shepherd
@@ -39,4 +39,6 @@ VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
   CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+# Without GITHUB_* settings and an App in /data, the server prints a setup link (docker logs) and
+# registers the App from its page; set SHEPHERD_PUBLIC_URL to where GitHub and browsers reach it.
 CMD ["shepherd", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,5 +1,6 @@
 # Shepherd — two commands on a fresh machine:
-#   make run    create the virtualenv, install, start `shepherd serve` on the embedded SQLite store
+#   make run    create the virtualenv, install, start `shepherd serve` on the embedded SQLite store;
+#               until a GitHub App is configured it prints a setup link that registers one
 #   make test   create the virtualenv, install, lint, type-check and run the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -21,10 +21,11 @@ from bot.observability import Metrics, setup_logging
 from bot.problems import OutcomeKind
 from bot.settings import Settings, load_settings
 from bot.summary import render_outcome_markdown
+from bot.webui.credentials import DEV_SECRET_FILE, apply_stored_app
 
 log = logging.getLogger("shepherd")
 
-SECRET_FILE = "webhook-secret"  # noqa: S105 (a file name, not a secret)
+SECRET_FILE = DEV_SECRET_FILE
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -47,9 +48,19 @@ def dev_secret(data_dir: Path) -> str:
 def announce_github_mode(settings: Settings) -> None:
     if not settings.github_enabled:
         log.warning(
-            "GitHub writes are disabled until GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or "
-            "GITHUB_PRIVATE_KEY_PATH) are configured; webhooks are still verified and stored"
+            "GitHub writes are disabled until a GitHub App is configured: register one from the "
+            "setup page of `shepherd serve`, or set GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or "
+            "GITHUB_PRIVATE_KEY_PATH); webhooks are still verified and stored"
         )
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a browser on this machine uses for ``--host``/``--port``."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 (naming the wildcard, not binding it)
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -57,22 +68,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.web import create_app
 
-    if settings.github_webhook_secret is None:
-        if not args.generate_secret:
-            return _fail(
-                "GITHUB_WEBHOOK_SECRET is not set; refusing to accept unsigned webhooks. "
-                "Set it to the App's webhook secret (or use `make run` for development)."
-            )
+    if settings.public_url is None:
+        settings.public_url = local_url(args.host, args.port)
+    public = settings.public_url
+    if settings.github_webhook_secret is None and args.generate_secret:
         settings.github_webhook_secret = SecretStr(dev_secret(settings.data_dir))
         print(
             f"shepherd: development webhook secret (kept in {settings.data_dir / SECRET_FILE}):\n"
             f"  {settings.github_webhook_secret.get_secret_value()}\n"
-            f"shepherd: webhook URL: http://{args.host}:{args.port}/webhook",
+            f"shepherd: webhook URL: {public}/webhook",
             flush=True,
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_github_mode(settings)
-    app = create_app(settings, workers=args.workers)
+    setup_token = secrets.token_urlsafe(24)
+    app = create_app(settings, workers=args.workers, setup_token=setup_token)
     freeze_startup_heap()
     store_kind = settings.effective_database_url.split(":", 1)[0]
 
@@ -80,6 +90,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # run_app calls this once the socket listens and its SIGTERM handler is installed, so
         # whoever waits for this line may stop the server gracefully from then on.
         log.info("listening on http://%s:%d (%s)", args.host, args.port, store_kind)
+        if settings.github_enabled:
+            print(f"shepherd: status page: {public}/status", flush=True)
+        else:
+            # Only whoever reads this output can register the App (the link's token says so).
+            print(
+                "shepherd: no GitHub App is configured yet; register one here:\n"
+                f"  {public}/setup?token={setup_token}",
+                flush=True,
+            )
 
     web.run_app(
         app,
@@ -286,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings.log_format, settings.log_level)
+        apply_stored_app(settings)
         return int(args.handler(args, settings))
     except ConfigError as exc:
         return _fail(str(exc))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.errors import GitHubError, SandboxError, ShepherdError
+from bot.errors import ConfigError, GitHubError, SandboxError, ShepherdError
 from bot.git import git_installed
 from bot.github import GitHubApp
 from bot.jobenv.egress import EgressProxy
@@ -26,6 +26,7 @@ from bot.sandbox import make_runner
 from bot.settings import Settings
 from bot.store import open_store
 from bot.tools import bundled_executable, bundled_tool_dirs, bundled_version
+from bot.webui.credentials import DEV_SECRET_FILE, AppCredentials, app_file, file_mode, load_app
 
 TOOLS = ("ruff", "black", "isort", "uv", "pre-commit", "prettier")
 
@@ -61,13 +62,32 @@ def render(checks: Sequence[Check]) -> str:
     return "\n".join(lines)
 
 
+def _stored_app(settings: Settings) -> AppCredentials | None:
+    """The App of the data dir, when it is the one the settings use."""
+    try:
+        stored = load_app(settings.data_dir)
+    except ConfigError:
+        return None
+    return stored if stored is not None and stored.app_id == settings.github_app_id else None
+
+
 async def check_secret(settings: Settings) -> Check:
     if settings.github_webhook_secret is None:
+        dev = settings.data_dir / DEV_SECRET_FILE
+        if dev.exists():
+            return Check(
+                "webhook secret",
+                Status.WARN,
+                f"no GitHub App yet; GITHUB_WEBHOOK_SECRET is unset and only the development "
+                f"secret in {dev} exists (`shepherd serve --generate-secret` uses it)",
+                "register the App: open the setup link that `make run` prints",
+            )
         return Check(
             "webhook secret",
             Status.FAIL,
-            "GITHUB_WEBHOOK_SECRET is not set",
-            "set it to the App's webhook secret",
+            "GITHUB_WEBHOOK_SECRET is not set and no GitHub App is registered",
+            "register the App from the setup link `shepherd serve` prints, or set "
+            "GITHUB_WEBHOOK_SECRET to the App's webhook secret",
         )
     if len(settings.github_webhook_secret.get_secret_value()) < 16:
         return Check(
@@ -76,7 +96,36 @@ async def check_secret(settings: Settings) -> Check:
             "shorter than 16 characters",
             "use a long random secret (e.g. `openssl rand -hex 32`)",
         )
-    return Check("webhook secret", Status.OK, "set")
+    stored = _stored_app(settings)
+    source = f"the App stored in {app_file(settings.data_dir)}" if stored else "the environment"
+    return Check("webhook secret", Status.OK, f"set (from {source})")
+
+
+async def check_web(settings: Settings) -> Check:
+    """The web UI: where it is reached, whether people can sign in, the stored App's file."""
+    public = settings.public_url or "http://127.0.0.1:8080 (the default of `shepherd serve`)"
+    detail = f"public URL {public}; GitHub web {settings.web_url}"
+    path = app_file(settings.data_dir)
+    try:
+        stored = load_app(settings.data_dir)
+    except ConfigError as exc:
+        return Check("web UI", Status.FAIL, str(exc), "move the file away and register again")
+    if stored is not None:
+        mode = file_mode(path)
+        detail += f"; App {stored.slug} stored in {path} (mode {mode:o})"
+        if mode & 0o077:
+            return Check(
+                "web UI", Status.WARN, detail, f"chmod 600 {path}: it holds the App's private key"
+            )
+    if not settings.sign_in_enabled:
+        return Check(
+            "web UI",
+            Status.WARN,
+            detail + "; sign-in to /status is not configured",
+            "register the App from the setup page, or set GITHUB_CLIENT_ID and "
+            "GITHUB_CLIENT_SECRET (the App's OAuth client)",
+        )
+    return Check("web UI", Status.OK, detail + "; sign-in with GitHub enabled")
 
 
 async def check_github(settings: Settings) -> Check:
@@ -85,8 +134,9 @@ async def check_github(settings: Settings) -> Check:
         return Check(
             name,
             Status.FAIL,
-            "GITHUB_APP_ID or the private key is not set",
-            "set GITHUB_APP_ID and GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH",
+            "no GitHub App: GITHUB_APP_ID or the private key is not set, and none is stored",
+            "register the App from the setup link `shepherd serve` prints, or set "
+            "GITHUB_APP_ID and GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH",
         )
     assert settings.github_app_id is not None
     assert settings.github_private_key is not None
@@ -117,6 +167,8 @@ async def check_github(settings: Settings) -> Check:
             )
     slug = info.get("slug") or "?"
     detail = f"authenticated as {slug}; {len(installations)} installation(s)"
+    if _stored_app(settings) is not None:
+        detail += f" (credentials from {app_file(settings.data_dir)})"
     if slug != settings.app_slug:
         return Check(
             name,
@@ -256,6 +308,7 @@ async def check_services(settings: Settings) -> Check:
 CHECKS: tuple[Callable[[Settings], Awaitable[Check]], ...] = (
     check_secret,
     check_github,
+    check_web,
     check_database,
     check_sandbox,
     check_tools,

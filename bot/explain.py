@@ -14,7 +14,7 @@ from typing import Any
 from bot.episodes import EventKind, budget_state, is_paused, last_event
 from bot.store import PrEvent
 
-__all__ = ["MAX_LISTED_EVENTS", "render_explain"]
+__all__ = ["MAX_LISTED_EVENTS", "describe_plain", "is_bookkeeping", "render_explain"]
 
 #: The reply lists at most this many events (newest); the summary above covers the rest.
 MAX_LISTED_EVENTS = 30
@@ -142,6 +142,17 @@ def _describe(event: PrEvent) -> str:
     if renderer is not None:
         return renderer(event)
     return f"{_code(event.kind, 60)}"
+
+
+def describe_plain(event: PrEvent) -> str:
+    """The sentence ``/shepherd explain`` writes for ``event``, without markdown (the status
+    page's timeline; the page escapes it as HTML)."""
+    return _describe(event).replace("**", "").replace("`", "")
+
+
+def is_bookkeeping(kind: str) -> bool:
+    """Entries that only record which check run or comment Shepherd writes to."""
+    return kind in _QUIET_KINDS
 
 
 def _status_lines(events: Sequence[PrEvent], head_sha: str) -> list[str]:

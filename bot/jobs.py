@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,18 +84,27 @@ class JobDeps:
         deps = cls(
             settings=settings, store=store, metrics=metrics, workspaces=workspaces, repair_env=env
         )
-        if settings.github_enabled:
-            assert settings.github_app_id is not None
-            assert settings.github_private_key is not None
-            deps.session = aiohttp.ClientSession()
-            deps.github = GitHubApp(
-                app_id=settings.github_app_id,
-                private_key=settings.github_private_key,
-                session=deps.session,
-                api_url=settings.github_api_url,
-                metrics=metrics,
-            )
+        deps.use_github_app()
         return deps
+
+    def use_github_app(self) -> None:
+        """(Re)build the GitHub App client from the settings; a no-op while they name none."""
+        settings = self.settings
+        if not settings.github_enabled:
+            return
+        assert settings.github_app_id is not None
+        assert settings.github_private_key is not None
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        self.github = GitHubApp(
+            app_id=settings.github_app_id,
+            private_key=settings.github_private_key,
+            session=self.session,
+            api_url=settings.github_api_url,
+            metrics=self.metrics,
+        )
+        if self.repair_env.app_slug != settings.app_slug:
+            self.repair_env = dataclasses.replace(self.repair_env, app_slug=settings.app_slug)
 
     async def close(self) -> None:
         if self.session is not None:

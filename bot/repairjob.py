@@ -826,4 +826,7 @@ async def _report(
         outcome=outcome.outcome.value,
         title=outcome.title,
         budget=outcome.budget.model_dump(),
+        # Tokens and the model they were spent on: the status page prices them (bot/pricing.py).
+        llm_usage=dict(outcome.llm_usage),
+        llm_model=next((f.tool_version for f in outcome.fixes if f.fixer == "agent"), None),
     )

@@ -2,7 +2,10 @@
 
 The environment contract is DESIGN.md's: GITHUB_APP_ID, GITHUB_PRIVATE_KEY or
 GITHUB_PRIVATE_KEY_PATH, GITHUB_WEBHOOK_SECRET, GITHUB_API_URL, DATABASE_URL, ANTHROPIC_API_KEY,
-ANTHROPIC_BASE_URL, SHEPHERD_DATA_DIR. Everything else Shepherd-specific is ``SHEPHERD_*``.
+ANTHROPIC_BASE_URL, SHEPHERD_DATA_DIR. Everything else Shepherd-specific is ``SHEPHERD_*``; the
+web UI adds GITHUB_WEB_URL, GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET (the App's OAuth client, for
+"Sign in with GitHub"). An App registered through the setup page is stored in the data dir and
+applied on top of these by ``bot.webui.credentials.apply_stored_app``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,20 @@ class Settings(BaseSettings):
         None, validation_alias=_env("GITHUB_WEBHOOK_SECRET")
     )
     github_api_url: str = Field("https://api.github.com", validation_alias=_env("GITHUB_API_URL"))
+    #: GitHub's web host (App registration, OAuth sign-in, install pages). Unset: derived from
+    #: GITHUB_API_URL (see ``web_url``).
+    github_web_url: str | None = Field(None, validation_alias=_env("GITHUB_WEB_URL"))
+    #: The App's OAuth client, used by "Sign in with GitHub" on /status (user access tokens).
+    github_client_id: str | None = Field(None, validation_alias=_env("GITHUB_CLIENT_ID"))
+    github_client_secret: SecretStr | None = Field(
+        None, validation_alias=_env("GITHUB_CLIENT_SECRET")
+    )
+    #: Where GitHub and browsers reach this server (the webhook URL, the OAuth callbacks).
+    #: Unset: ``http://{host}:{port}`` of ``shepherd serve``.
+    public_url: str | None = Field(None, validation_alias=_env("SHEPHERD_PUBLIC_URL"))
+    #: Key material for the web UI's session cookies. Unset: a random key kept in the data dir
+    #: (``session-key``, mode 0600); set it when several servers share sign-ins.
+    session_secret: SecretStr | None = Field(None, validation_alias=_env("SHEPHERD_SESSION_SECRET"))
     #: The App's slug (``@<slug> fix`` mentions) and bot login (``<slug>[bot]``, loop guard).
     app_slug: str = Field("shepherd", validation_alias=_env("SHEPHERD_APP_SLUG"))
 
@@ -98,7 +115,7 @@ class Settings(BaseSettings):
     #: Largest webhook body accepted. GitHub caps payloads at 25 MB.
     max_body_bytes: int = Field(25 * 1024 * 1024, validation_alias=_env("SHEPHERD_MAX_BODY"))
 
-    @field_validator("github_api_url", "anthropic_base_url")
+    @field_validator("github_api_url", "anthropic_base_url", "github_web_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -163,6 +180,35 @@ class Settings(BaseSettings):
     @property
     def bot_login(self) -> str:
         return f"{self.app_slug}[bot]"
+
+    @property
+    def web_url(self) -> str:
+        """GITHUB_WEB_URL, or the web host that goes with GITHUB_API_URL."""
+        return self.github_web_url or derive_web_url(self.github_api_url)
+
+    @property
+    def sign_in_enabled(self) -> bool:
+        return self.github_client_id is not None and self.github_client_secret is not None
+
+
+def derive_web_url(api_url: str) -> str:
+    """GitHub's web host for an API URL.
+
+    ``https://api.github.com`` → ``https://github.com``; GitHub Enterprise Server serves the API
+    under the web host (``https://HOST/api/v3`` → ``https://HOST``); GitHub Enterprise Cloud with
+    data residency puts it on a subdomain (``https://api.SUB.ghe.com`` → ``https://SUB.ghe.com``).
+    Anything else: ``https://github.com`` (set GITHUB_WEB_URL then).
+    """
+    parts = urlsplit(api_url.rstrip("/"))
+    if parts.path.endswith("/api/v3"):
+        return f"{parts.scheme}://{parts.netloc}{parts.path.removesuffix('/api/v3')}"
+    host = parts.hostname or ""
+    if host == "api.github.com":
+        return "https://github.com"
+    if host.startswith("api.") and host.endswith(".ghe.com"):
+        netloc = parts.netloc.replace("api.", "", 1)
+        return f"{parts.scheme}://{netloc}"
+    return "https://github.com"
 
 
 def _check_pem(text: str) -> None:

@@ -1,7 +1,10 @@
-"""The aiohttp application: ``/webhook``, ``/healthz``, ``/readyz``, ``/metrics``.
+"""The aiohttp application: ``/webhook``, ``/healthz``, ``/readyz``, ``/metrics``, and the web
+UI's pages (``bot/webui``: App registration, sign-in, ``/status``).
 
 Ingest does the minimum GitHub needs before its 10-second timeout: verify the signature on the
-raw bytes, store the delivery durably, answer 202. Everything else happens in workers.
+raw bytes, store the delivery durably, answer 202. Everything else happens in workers. The
+webhook secret is read from the settings on every delivery, so the secret of an App registered
+through the setup page applies to the very next one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from bot.observability import Metrics
 from bot.problems import PROBLEM_JSON, Problem
 from bot.settings import Settings
 from bot.store import NewDelivery, Store, open_store
+from bot.webui.app import add_web_ui
 from bot.worker import IngestGauge, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -111,8 +115,15 @@ async def _ingest(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     secret = settings.github_webhook_secret
-    if secret is None:  # create_app refuses this; kept so the type checker and readers agree.
-        raise ProblemError(Problem.of("not-configured", "Webhook secret not set", 503))
+    if secret is None:  # no App yet: the setup page at / registers one
+        raise ProblemError(
+            Problem.of(
+                "not-configured",
+                "Webhook secret not set",
+                503,
+                "No GitHub App is configured yet; register one from this server's setup page.",
+            )
+        )
 
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise ProblemError(_too_large(settings.max_body_bytes))
@@ -251,10 +262,13 @@ def create_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     workers: int | None = None,
+    setup_token: str | None = None,
 ) -> web.Application:
-    """The app factory, used by ``shepherd serve`` and by tests through ``aiohttp_client``."""
-    if settings.github_webhook_secret is None:
-        raise ValueError("GITHUB_WEBHOOK_SECRET is required to serve webhooks")
+    """The app factory, used by ``shepherd serve`` and by tests through ``aiohttp_client``.
+
+    Without a webhook secret (no App registered yet) every delivery is refused with 503 until
+    the setup page registers one; ``setup_token`` is the secret part of that page's link.
+    """
     # One byte over the limit so aiohttp's own check maps to our 413 problem.
     app = web.Application(
         client_max_size=settings.max_body_bytes + 1, middlewares=[problem_middleware]
@@ -287,4 +301,11 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    add_web_ui(
+        app,
+        settings=settings,
+        store=the_store,
+        on_configured=app[WORKERS].use_github_app,
+        setup_token=setup_token,
+    )
     return app

@@ -162,6 +162,12 @@ class WorkerPool:
             await self._deps.close()
             self._deps = None
 
+    async def use_github_app(self) -> None:
+        """The settings now name a GitHub App (registered by the setup page): jobs use it from
+        the next one on, without a restart."""
+        if self._deps is not None:
+            self._deps.use_github_app()
+
     def health(self) -> str:
         if self.count == 0:
             return "ok"

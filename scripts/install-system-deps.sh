@@ -18,8 +18,12 @@
 #               postgres` starts for the store tests)
 #   tinyproxy   the registry-only network of a job environment's setup steps: an allowlisting
 #               proxy reached through socat (bot/jobenv/egress.py; Debian package tinyproxy-bin)
+#   chromium, fonts-dejavu-core
+#               the browser the web UI's tests drive through playwright (tests only: the
+#               Dockerfile passes --no-browser; fonts so screenshots show text)
 #
 # Usage: scripts/install-system-deps.sh [--no-node] [--no-services] [--no-go] [--no-rust]
+#                                        [--no-browser]
 #   Run as root (or with sudo available) for the apt-get part. Re-running is cheap.
 #   The bundled node tools' versions are those of BUNDLED_NODE_VERSIONS in bot/tools.py.
 set -euo pipefail
@@ -30,12 +34,14 @@ with_node=1
 with_services=1
 with_go=1
 with_rust=1
+with_browser=1
 for arg in "$@"; do
     case "$arg" in
         --no-node) with_node=0 ;;
         --no-services) with_services=0 ;;
         --no-go) with_go=0 ;;
         --no-rust) with_rust=0 ;;
+        --no-browser) with_browser=0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -69,6 +75,10 @@ if [ "$with_services" -eq 1 ]; then
         || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+fi
+if [ "$with_browser" -eq 1 ]; then
+    command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"

@@ -16,7 +16,7 @@ import pytest
 from bot.settings import Settings
 
 # Fixtures that live beside their support code: the GitHub simulator and the end-to-end world.
-pytest_plugins = ["tests.ghsim", "tests.e2e_support"]
+pytest_plugins = ["tests.ghsim", "tests.e2e_support", "tests.ghweb", "tests.webui_support"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

@@ -17,6 +17,8 @@ async def test_healthy_configuration_passes(
         github_app_id=github_sim.app_id,
         github_private_key=github_sim.private_key_pem,
         github_api_url=github_sim.base_url,
+        github_client_id="Iv1.test",
+        github_client_secret="client-secret",
         anthropic_api_key="sk-ant-test",
     )
     checks = {c.name: c for c in await run_checks(settings)}

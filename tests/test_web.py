@@ -166,9 +166,17 @@ async def test_store_outage_answers_503_retryable(client: Client) -> None:
     assert (await resp.json())["retryable"] is True
 
 
-def test_create_app_refuses_without_secret(make_settings: Any) -> None:
-    with pytest.raises(ValueError, match="GITHUB_WEBHOOK_SECRET"):
-        create_app(make_settings(github_webhook_secret=None))
+async def test_without_a_secret_every_delivery_is_refused_until_an_app_is_registered(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(github_webhook_secret=None)))
+    for headers in (webhook_headers("ping", PING), {"Content-Type": "application/json"}):
+        resp = await post(client, PING, headers)
+        assert resp.status == 503
+        problem = await resp.json()
+        assert problem["type"].endswith("/not-configured")
+        assert "setup page" in problem["detail"]
+    assert sum((await client.app[STORE].stats()).deliveries.values()) == 0
 
 
 async def test_sqlite_file_lives_in_the_data_dir(settings: Settings) -> None:

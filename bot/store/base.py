@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -154,6 +154,61 @@ class StoreStats:
         return self.jobs.get(JobState.QUEUED, 0)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What one reader may see: repositories (``owner/name``) and installations.
+
+    A delivery is in scope when its repository is, or, for deliveries that name no repository
+    (``installation`` events), when its installation is.
+    """
+
+    repos: frozenset[str] = frozenset()
+    installations: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class DeliverySummary:
+    """A stored delivery without its body, for the status page."""
+
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    repo: str | None
+    state: DeliveryState
+    attempts: int
+    error: str | None
+    received_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class PrActivity:
+    """One pull request's entries in the event log, summarised."""
+
+    repo: str
+    pr: int
+    events: int
+    first_at: datetime
+    last_at: datetime
+    last_kind: str
+
+
+@dataclass(frozen=True)
+class OutcomeCount:
+    """Repair outcomes (``repair.outcome`` events) of one repository, day and LLM model."""
+
+    repo: str
+    day: date  # UTC
+    outcome: str
+    count: int
+    llm_model: str | None = None
+    llm_input: int = 0
+    llm_output: int = 0
+    llm_cache_read: int = 0
+    llm_cache_write: int = 0
+
+
 class Store(Protocol):
     """The durable store of deliveries, jobs and per-PR events; see each backend's module docs.
 
@@ -243,6 +298,20 @@ class Store(Protocol):
         """A PR's events in append order."""
 
     async def stats(self) -> StoreStats: ...
+
+    async def recent_deliveries(
+        self, scope: Scope, *, since: datetime, limit: int
+    ) -> list[DeliverySummary]:
+        """The newest deliveries in ``scope`` received since ``since``, newest first."""
+
+    async def pr_activity(
+        self, repos: frozenset[str], *, since: datetime, limit: int
+    ) -> list[PrActivity]:
+        """Pull requests of ``repos`` with events since ``since``, most recently active first."""
+
+    async def outcome_counts(self, repos: frozenset[str], *, since: datetime) -> list[OutcomeCount]:
+        """Repair outcomes of ``repos`` since ``since``, per repository, UTC day, outcome and
+        LLM model, with the LLM tokens the outcome events recorded."""
 
     async def prune_deliveries(self, before: datetime) -> Pruned:
         """Delete deliveries finished (done or failed) and received before ``before``.

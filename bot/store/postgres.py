@@ -28,14 +28,18 @@ from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
     WORK_CHANNEL,
     DeliveryState,
+    DeliverySummary,
     EventSpec,
     GroupCommitter,
     Job,
     JobSpec,
     JobState,
     NewDelivery,
+    OutcomeCount,
+    PrActivity,
     PrEvent,
     Pruned,
+    Scope,
     StoredDelivery,
     StoreStats,
     WorkSignal,
@@ -129,6 +133,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # The leases a claim checks for poison, without walking the whole pending backlog.
         "CREATE INDEX deliveries_leased ON deliveries (lease_expires) WHERE state = 'processing'",
+    ),
+    (
+        # The status page reads the newest deliveries. A BRIN index fits a column that grows with
+        # the table's physical order and costs ingest next to nothing (a B-tree would be one more
+        # tree insert per webhook); the newest, not yet summarised ranges are always read.
+        "CREATE INDEX deliveries_received_brin ON deliveries USING brin (received_at)",
     ),
 )
 
@@ -670,6 +680,103 @@ class PostgresStore:
                     as_utc(before),
                 )
         return Pruned(deliveries=int(status.split()[-1]))
+
+    async def recent_deliveries(
+        self, scope: Scope, *, since: datetime, limit: int
+    ) -> list[DeliverySummary]:
+        with _mapped("recent_deliveries"):
+            async with self._acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT id, event, action, installation_id, repo, state, attempts, error,
+                              received_at, updated_at
+                       FROM deliveries
+                       WHERE received_at >= $1
+                         AND (repo = ANY($2::text[])
+                              OR (repo IS NULL AND installation_id = ANY($3::bigint[])))
+                       ORDER BY received_at DESC, seq DESC LIMIT $4""",
+                    as_utc(since),
+                    sorted(scope.repos),
+                    sorted(scope.installations),
+                    limit,
+                )
+        return [
+            DeliverySummary(
+                id=r["id"],
+                event=r["event"],
+                action=r["action"],
+                installation_id=r["installation_id"],
+                repo=r["repo"],
+                state=DeliveryState(r["state"]),
+                attempts=r["attempts"],
+                error=r["error"],
+                received_at=r["received_at"],
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ]
+
+    async def pr_activity(
+        self, repos: frozenset[str], *, since: datetime, limit: int
+    ) -> list[PrActivity]:
+        with _mapped("pr_activity"):
+            async with self._acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT repo, pr, count(*) AS events, min(created_at) AS first_at,
+                              max(created_at) AS last_at,
+                              (array_agg(kind ORDER BY id DESC))[1] AS last_kind
+                       FROM pr_events
+                       WHERE repo = ANY($1::text[]) AND created_at >= $2
+                       GROUP BY repo, pr ORDER BY last_at DESC, repo, pr LIMIT $3""",
+                    sorted(repos),
+                    as_utc(since),
+                    limit,
+                )
+        return [
+            PrActivity(
+                repo=r["repo"],
+                pr=r["pr"],
+                events=r["events"],
+                first_at=r["first_at"],
+                last_at=r["last_at"],
+                last_kind=r["last_kind"],
+            )
+            for r in rows
+        ]
+
+    async def outcome_counts(self, repos: frozenset[str], *, since: datetime) -> list[OutcomeCount]:
+        with _mapped("outcome_counts"):
+            async with self._acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT repo, (created_at AT TIME ZONE 'UTC')::date AS day,
+                              data->>'outcome' AS outcome, data->>'llm_model' AS model,
+                              count(*) AS n,
+                              sum(coalesce((data->'llm_usage'->>'input')::bigint, 0)) AS input,
+                              sum(coalesce((data->'llm_usage'->>'output')::bigint, 0)) AS output,
+                              sum(coalesce((data->'llm_usage'->>'cache_read')::bigint, 0))
+                                  AS cread,
+                              sum(coalesce((data->'llm_usage'->>'cache_write')::bigint, 0))
+                                  AS cwrite
+                       FROM pr_events
+                       WHERE repo = ANY($1::text[]) AND kind = 'repair.outcome'
+                         AND created_at >= $2
+                       GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
+                    sorted(repos),
+                    as_utc(since),
+                )
+        return [
+            OutcomeCount(
+                repo=r["repo"],
+                day=r["day"],
+                outcome=str(r["outcome"]),
+                count=int(r["n"]),
+                llm_model=r["model"],
+                llm_input=int(r["input"]),
+                llm_output=int(r["output"]),
+                llm_cache_read=int(r["cread"]),
+                llm_cache_write=int(r["cwrite"]),
+            )
+            for r in rows
+        ]
 
     async def stats(self) -> StoreStats:
         with _mapped("stats"):

@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,14 +33,18 @@ from bot.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
     DeliveryState,
+    DeliverySummary,
     EventSpec,
     GroupCommitter,
     Job,
     JobSpec,
     JobState,
     NewDelivery,
+    OutcomeCount,
+    PrActivity,
     PrEvent,
     Pruned,
+    Scope,
     StoredDelivery,
     StoreStats,
     WorkSignal,
@@ -751,6 +755,103 @@ class SqliteStore:
             )
 
         return await self._read(read)
+
+    # -- the status page ---------------------------------------------------------------------
+    # Repositories are passed as one JSON array (json_each): no limit on how many a user sees.
+
+    async def recent_deliveries(
+        self, scope: Scope, *, since: datetime, limit: int
+    ) -> list[DeliverySummary]:
+        # Newest first by seq (the rowid): a backwards walk of the table that stops at ``limit``
+        # matches, with no index that ingest would have to maintain.
+        rows = await self._read(
+            lambda c: c.execute(
+                """SELECT id, event, action, installation_id, repo, state, attempts, error,
+                          received_at, updated_at
+                   FROM deliveries
+                   WHERE received_at >= ?
+                     AND (repo IN (SELECT value FROM json_each(?))
+                          OR (repo IS NULL
+                              AND installation_id IN (SELECT value FROM json_each(?))))
+                   ORDER BY seq DESC LIMIT ?""",
+                (_ts(since), json.dumps(sorted(scope.repos)),
+                 json.dumps(sorted(scope.installations)), limit),
+            ).fetchall()
+        )  # fmt: skip
+        return [
+            DeliverySummary(
+                id=r["id"],
+                event=r["event"],
+                action=r["action"],
+                installation_id=r["installation_id"],
+                repo=r["repo"],
+                state=DeliveryState(r["state"]),
+                attempts=r["attempts"],
+                error=r["error"],
+                received_at=_dt(r["received_at"]),
+                updated_at=_dt(r["updated_at"]),
+            )
+            for r in rows
+        ]
+
+    async def pr_activity(
+        self, repos: frozenset[str], *, since: datetime, limit: int
+    ) -> list[PrActivity]:
+        rows = await self._read(
+            lambda c: c.execute(
+                """SELECT repo, pr, count(*) AS events, min(created_at) AS first_at,
+                          max(created_at) AS last_at,
+                          (SELECT kind FROM pr_events last WHERE last.repo = e.repo
+                           AND last.pr = e.pr ORDER BY id DESC LIMIT 1) AS last_kind
+                   FROM pr_events e
+                   WHERE repo IN (SELECT value FROM json_each(?)) AND created_at >= ?
+                   GROUP BY repo, pr ORDER BY last_at DESC, repo, pr LIMIT ?""",
+                (json.dumps(sorted(repos)), _ts(since), limit),
+            ).fetchall()
+        )
+        return [
+            PrActivity(
+                repo=r["repo"],
+                pr=r["pr"],
+                events=r["events"],
+                first_at=_dt(r["first_at"]),
+                last_at=_dt(r["last_at"]),
+                last_kind=r["last_kind"],
+            )
+            for r in rows
+        ]
+
+    async def outcome_counts(self, repos: frozenset[str], *, since: datetime) -> list[OutcomeCount]:
+        rows = await self._read(
+            lambda c: c.execute(
+                """SELECT repo, date(created_at, 'unixepoch') AS day,
+                          json_extract(data, '$.outcome') AS outcome,
+                          json_extract(data, '$.llm_model') AS model, count(*) AS n,
+                          sum(coalesce(json_extract(data, '$.llm_usage.input'), 0)) AS input,
+                          sum(coalesce(json_extract(data, '$.llm_usage.output'), 0)) AS output,
+                          sum(coalesce(json_extract(data, '$.llm_usage.cache_read'), 0)) AS cread,
+                          sum(coalesce(json_extract(data, '$.llm_usage.cache_write'), 0)) AS cwrite
+                   FROM pr_events
+                   WHERE repo IN (SELECT value FROM json_each(?)) AND kind = 'repair.outcome'
+                     AND created_at >= ?
+                   GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
+                (json.dumps(sorted(repos)), _ts(since)),
+            ).fetchall()
+        )
+        return [
+            OutcomeCount(
+                repo=r["repo"],
+                day=date.fromisoformat(r["day"]),
+                outcome=str(r["outcome"]),
+                count=int(r["n"]),
+                llm_model=r["model"],
+                llm_input=int(r["input"]),
+                llm_output=int(r["output"]),
+                llm_cache_read=int(r["cread"]),
+                llm_cache_write=int(r["cwrite"]),
+            )
+            for r in rows
+        ]
 
     # -- plumbing --------------------------------------------------------------------------
 
