@@ -101,9 +101,10 @@ def _point_refs(node: Any) -> Any:
 
 @functools.cache
 def _registry() -> Registry[Any]:
-    return Registry().with_resource(
+    registry: Registry[Any] = Registry().with_resource(
         _SPEC_URI, Resource.from_contents(web_spec(), default_specification=DRAFT4)
     )
+    return registry
 
 
 def response_errors(path: str, method: str, status: int, body: Any) -> list[str]:

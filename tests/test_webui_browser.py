@@ -334,7 +334,7 @@ async def seed_store(shepherd: ShepherdProcess, secret: str, installation: int) 
     await store.open()
     sha = "4f8c0b1d2e3a4f5b6c7d8e9f0a1b2c3d4e5f6a7b"
     usage = {"input": 18250, "output": 2300, "cache_read": 6000, "cache_write": 1200}
-    backdated: list[tuple[int, float]] = []
+    backdated: list[tuple[float, int]] = []
     try:
         for repo, pr in (("acme/api", 12), ("acme/web", 7), ("acme/docs", 3)):
             await store.append_event(
@@ -384,7 +384,7 @@ async def seed_store(shepherd: ShepherdProcess, secret: str, installation: int) 
                 ["fixed", "handoff", "rerun", "fixed", "noop"][: 1 + day % 5]
             ):
                 repo = ("acme/api", "acme/web", "acme/docs")[(day + n) % 3]
-                data = {"sha": sha, "outcome": result, "title": result}
+                data: dict[str, object] = {"sha": sha, "outcome": result, "title": result}
                 if result == "handoff":
                     data |= {"llm_usage": usage, "llm_model": "claude-sonnet-4-6"}
                 event = await store.append_event(EventSpec(repo, 100 + day, "repair.outcome", data))
