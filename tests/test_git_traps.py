@@ -251,15 +251,13 @@ ROOT = pathlib.Path(__file__).resolve().parent
 CANARY = pathlib.Path({canary!r})
 MODE = {mode!r}
 HOOKS = {hooks!r}
-ON_RUN = {on_run!r}
 TRAPS = ROOT / ".traps"
 report = []
 
-# Earlier runs (the reproduction of the failure, say) behave: the trap is set on run ON_RUN.
-counter = ROOT / ".check-runs"
-runs = int(counter.read_text()) + 1 if counter.exists() else 1
-counter.write_text(str(runs))
-if runs < ON_RUN:
+# Earlier runs (the reproduction of the failure, say) behave: the trap is set once the
+# path's condition holds.
+# A counter kept in the tree would not do: the reproduction rightly restores the tree after it.
+if not ({when}):
     {early}
 
 
@@ -332,10 +330,8 @@ UGLY_JS = "const  a = {b:1,\n  c:2}\n"
 APP_PY = "import os\n\nprint('hello')\n"
 
 
-def plant_source(canary: Path, mode: str, on_run: int = 1, early: str = "sys.exit(0)") -> str:
-    return PLANT.format(
-        canary=str(canary), mode=mode, hooks=list(HOOKS), on_run=on_run, early=early
-    )
+def plant_source(canary: Path, mode: str, when: str = "True", early: str = "sys.exit(0)") -> str:
+    return PLANT.format(canary=str(canary), mode=mode, hooks=list(HOOKS), when=when, early=early)
 
 
 RUFF = "ruff check --output-format=concise app.py"
@@ -351,13 +347,13 @@ INSTALL_PRETTIER = "npm install --no-save --no-audit --no-fund prettier@3.10.1"
 @dataclass(frozen=True)
 class Path_:
     """One way PR code runs: the CI job's setup steps and failing command, its log output, the
-    PR's files, and on which run of ``check.py`` the trap is set."""
+    PR's files, and when ``check.py`` sets the trap (a Python condition it evaluates)."""
 
     setup: tuple[str, ...]
     command: str
     output: tuple[str, ...]
     files: dict[str, str]
-    on_run: int
+    when: str
 
 
 PATHS: dict[str, Path_] = {
@@ -367,7 +363,7 @@ PATHS: dict[str, Path_] = {
         RUFF,
         tuple(RUFF_OUTPUT),
         {"app.py": APP_PY},
-        1,
+        "True",
     ),
     # The failing command runs first to reproduce the failure.
     "reproduce": Path_(
@@ -375,7 +371,7 @@ PATHS: dict[str, Path_] = {
         f"python3 check.py && {RUFF}",
         tuple(RUFF_OUTPUT),
         {"app.py": APP_PY},
-        1,
+        "True",
     ),
     # ruff-check fixes app.py (no PR code runs), then verification runs the failing command.
     "verify": Path_(
@@ -383,7 +379,8 @@ PATHS: dict[str, Path_] = {
         f"python3 check.py && {RUFF}",
         tuple(RUFF_OUTPUT),
         {"app.py": APP_PY},
-        2,
+        # Once ruff-check has fixed app.py.
+        "'import os' not in (ROOT / 'app.py').read_text()",
     ),
     # prettier loads prettier.config.cjs, which runs the PR's code: the reproduction, then the
     # fixer's `prettier --write`.
@@ -396,7 +393,8 @@ PATHS: dict[str, Path_] = {
             "[warn] Code style issues found in the above file. Run Prettier with --write to fix.",
         ),
         {"src/app.js": UGLY_JS, "prettier.config.cjs": PRETTIER_CONFIG},
-        2,
+        # When prettier (check.py's parent) runs with --write.
+        "b'--write' in pathlib.Path('/proc/%d/cmdline' % os.getppid()).read_bytes()",
     ),
     # A failing test: reproduced, then the LLM rung's run_check re-runs the command.
     "run-check": Path_(
@@ -407,7 +405,8 @@ PATHS: dict[str, Path_] = {
             "========================= 1 failed, 2 passed in 0.05s =========================",
         ),
         {},
-        2,
+        # Once the model has created go.txt (its first step, before run_check).
+        "(ROOT / 'go.txt').exists()",
     ),
 }
 
@@ -438,14 +437,18 @@ def pr_files(path: str, canary: Path, mode: str) -> dict[str, str]:
         if path == "run-check"
         else "sys.exit(0)"
     )
-    source = plant_source(canary, mode, PATHS[path].on_run, early)
+    source = plant_source(canary, mode, PATHS[path].when, early)
     return {"check.py": source, ".github/workflows/ci.yml": workflow(path), **PATHS[path].files}
 
 
 def check_model() -> list[Any]:
-    """A model that re-runs the check first (the PR's code runs), then gives up."""
+    """A model that re-runs the check (the PR's code runs), then gives up."""
     return [
-        reply(text("Let me see the failure."), tool_use("run_check", {})),
+        reply(
+            text("Let me see the failure."),
+            tool_use("create_file", {"path": "go.txt", "content": "go\n"}),
+        ),
+        reply(tool_use("run_check", {})),
         reply(tool_use("finish", {"explanation": "Could not fix it."})),
     ]
 
