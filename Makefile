@@ -41,10 +41,11 @@ run: install system-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@# Every git process starts in bot/git.py (PR code must not reach git's config-driven
+	$(BIN)/lint-imports
+	@# Every git process starts in bot/git/runner.py (PR code must not reach git's config-driven
 	@# programs); tests/test_git_runner.py checks the same with the AST.
-	@! grep -rnE --include='*.py' "$(GIT_START)" bot handlers fixers | grep -v '^bot/git.py:' \
-	  || { echo "a git process is started outside bot/git.py" >&2; exit 1; }
+	@! grep -rnE --include='*.py' "$(GIT_START)" bot handlers fixers | grep -v '^bot/git/runner.py:' \
+	  || { echo "a git process is started outside bot/git/runner.py" >&2; exit 1; }
 
 typecheck: install
 	$(BIN)/mypy bot handlers fixers tests

@@ -1,4 +1,4 @@
-"""Benchmark ``bot.logs.distill_steps`` on a generated 200,000-line job log.
+"""Benchmark ``bot.diagnosis.logs.distill_steps`` on a generated 200,000-line job log.
 
 Run: ``.venv/bin/python bench/distill.py [LINES]``. Prints the time and the sizes, then the time
 at a quarter, half and all of LINES to show that the cost grows linearly; asserts nothing
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bot.logs import distill_steps
+from bot.diagnosis.logs import distill_steps
 
 
 def generate_log(lines: int) -> bytes:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.blueprint import job_environments
 from bot.jobenv.environment import EnvironmentsFactory
 from bot.jobenv.workflow import find_job
+from bot.repair.blueprint import job_environments
 from bot.sandbox import BubblewrapSandbox
-from bot.tools import bundled_tool_dirs
+from fixers.tools import bundled_tool_dirs
 from tests.fixer_support import checkout_of
 from tests.test_git_traps import make_repo
 from tests.test_jobenv_e2e import CASES, Case

@@ -55,7 +55,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.store import open_store  # noqa: E402 (after the path set-up, so it runs from anywhere)
+from bot.store.connect import open_store  # noqa: E402 after the path set-up, so it runs from anywhere
 
 SHARED = ROOT.parent / "shared" / "github" / "webhooks"
 SECRET = "bench-webhook-secret"

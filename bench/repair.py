@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from bot.logs import distill  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.web import METRICS, STORE, create_app  # noqa: E402
-from bot.worker import WorkerPool  # noqa: E402
+from bot.app.web import METRICS, STORE, create_app  # noqa: E402
+from bot.app.worker import WorkerPool  # noqa: E402
+from bot.diagnosis.logs import distill  # noqa: E402
+from bot.kernel.settings import Settings  # noqa: E402
 from tests.conftest import SHARED, WEBHOOK_SECRET, load_payload, webhook_headers  # noqa: E402
 from tests.ghsim import GitHubSim, commit_files, init_bare_repo, start_simulator  # noqa: E402
 

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 # After the path set-up, so it runs from anywhere.
 from bench import ingest  # noqa: E402
-from bot.store import JobSpec, JobState, open_store  # noqa: E402
+from bot.store import JobSpec, JobState  # noqa: E402
+from bot.store.connect import open_store  # noqa: E402
 from tests.ghsim import GitHubSim, commit_files, init_bare_repo, start_simulator  # noqa: E402
 from tests.proc_support import ShepherdProcess, shepherd_env, stop_all  # noqa: E402
 

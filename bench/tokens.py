@@ -26,9 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bot.logs import distill
-from bot.sandbox import CommandResult
-from fixers.agent import (
+from bot.diagnosis.logs import distill
+from bot.llm.agent import (
     PRContext,
     Workspace,
     build_context,
@@ -36,6 +35,7 @@ from fixers.agent import (
     system_blocks,
     tool_definitions,
 )
+from bot.sandbox import CommandResult
 from fixers.base import WorktreeFiles
 
 DEFAULT_CASES = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "cases"

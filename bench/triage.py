@@ -1,7 +1,7 @@
 """Triage time for generated PRs of 10, 1,000 and 10,000 changed files.
 
 Run: ``.venv/bin/python bench/triage.py``. Prints the time of parsing the diff
-(:func:`bot.triage.diff_facts`) plus the triage itself (:func:`bot.triage.triage`), and the growth
+(:func:`bot.triage.rules.diff_facts`) plus the triage itself (:func:`bot.triage.rules.triage`), and the growth
 ratio per 10x files (linear growth is about 10x). Goal: linear, and under 1 s for 1,000 files.
 Prints, never asserts.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bot.codeowners import parse_codeowners
-from bot.triage import (
+from bot.triage.codeowners import parse_codeowners
+from bot.triage.rules import (
     DiffFacts,
     GeneratedMatcher,
     PullFacts,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bot.errors import ConfigError, ShepherdError
-from bot.local import LocalResult, diagnose_log, fix_repo
-from bot.observability import Metrics, setup_logging
-from bot.problems import OutcomeKind
-from bot.settings import Settings, load_settings
-from bot.summary import render_outcome_markdown
+from bot.app.observability import Metrics, setup_logging
+from bot.kernel.errors import ConfigError, ShepherdError
+from bot.kernel.problems import OutcomeKind
+from bot.kernel.settings import Settings, load_settings
+from bot.ops.local import LocalResult, diagnose_log, fix_repo
+from bot.reporting.summary import render_outcome_markdown
 from bot.webui.credentials import DEV_SECRET_FILE, apply_stored_app
 
 log = logging.getLogger("shepherd")
@@ -66,7 +66,7 @@ def local_url(host: str, port: int) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from bot.web import create_app
+    from bot.app.web import create_app
 
     if settings.public_url is None:
         settings.public_url = local_url(args.host, args.port)
@@ -124,8 +124,8 @@ def freeze_startup_heap() -> None:
 
 
 async def _run_workers(settings: Settings, count: int) -> None:
-    from bot.store import open_store
-    from bot.worker import WorkerPool
+    from bot.app.worker import WorkerPool
+    from bot.store.connect import open_store
 
     store = open_store(settings.effective_database_url)
     await store.open()
@@ -169,10 +169,10 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
     from bot.jobenv.environment import EnvironmentsFactory
-    from bot.llm import make_agent
+    from bot.llm.factory import make_agent
     from bot.sandbox import make_runner
-    from bot.tools import bundled_tool_dirs
     from fixers import FIXERS
+    from fixers.tools import bundled_tool_dirs
 
     runner = make_runner(
         allow_unsandboxed=settings.allow_unsandboxed,
@@ -196,7 +196,7 @@ def cmd_fix(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.replay import replay
+    from bot.ops.replay import replay
 
     report = asyncio.run(replay(args.payload, args.event, settings=settings, dry_run=args.dry_run))
     print(report.render())
@@ -204,7 +204,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.doctor import Status, render, run_checks
+    from bot.ops.doctor import Status, render, run_checks
 
     checks = asyncio.run(run_checks(settings))
     print(render(checks))
@@ -214,9 +214,9 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 async def _redeliver(settings: Settings, window: str, dry_run: bool) -> str:
     import aiohttp
 
-    from bot.github import GitHubApp
-    from bot.redeliver import parse_duration, redeliver
-    from bot.store import open_store
+    from bot.github.client import GitHubApp
+    from bot.ops.redeliver import parse_duration, redeliver
+    from bot.store.connect import open_store
 
     if not settings.github_enabled:
         raise ConfigError("redeliver needs GITHUB_APP_ID and the App's private key")

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from bot.errors import SandboxError, SandboxUnavailable
-from bot.git import MetadataMark, check_metadata, mark_metadata
+from bot.git.runner import MetadataMark, check_metadata, mark_metadata
+from bot.kernel.errors import SandboxError, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
 

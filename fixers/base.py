@@ -7,29 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bot.logs import DistilledLog
+from bot.diagnosis.logs import DistilledLog
+
+# Part of the contract a fixer implements (``matches`` reads them); defined where diagnosis,
+# which sits below the fixers, can use them too.
+from bot.diagnosis.repofiles import NoFiles as NoFiles
+from bot.diagnosis.repofiles import RepoFiles as RepoFiles
+from bot.git.workspace import Worktree
 from bot.sandbox import Runner
-from bot.workspace import Worktree
-
-
-class RepoFiles(Protocol):
-    """Read-only view of a repository's files (a worktree, a git tree at a SHA, or nothing)."""
-
-    def exists(self, path: str) -> bool: ...
-
-    def read_text(self, path: str) -> str | None:
-        """The file's text, or None when it does not exist or is not text."""
-        ...
-
-
-class NoFiles:
-    """A repository view with no files (``shepherd diagnose`` has only the log)."""
-
-    def exists(self, path: str) -> bool:
-        return False
-
-    def read_text(self, path: str) -> str | None:
-        return None
 
 
 class WorktreeFiles:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from bot.logs import DistilledLog
-from bot.repoconfig import FixCommand, RepoConfig
-from bot.tools import ToolChoice, ToolRun, run_fixer
+from bot.diagnosis.logs import DistilledLog
+from bot.kernel.repoconfig import FixCommand, RepoConfig
 from fixers.base import FixContext, Fixer, FixResult, RepoFiles
+from fixers.tools import ToolChoice, ToolRun, run_fixer
 
 NAME = "command"
 _SPACE = re.compile(r"\s+")

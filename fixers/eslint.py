@@ -23,9 +23,11 @@ import json
 import re
 from pathlib import Path
 
-from bot.errors import FixerError
-from bot.logs import DistilledLog
-from bot.tools import (
+from bot.diagnosis.logs import DistilledLog
+from bot.kernel.errors import FixerError
+from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
+from fixers.prettier import package_script
+from fixers.tools import (
     ToolChoice,
     ToolRun,
     bundled_executable,
@@ -39,8 +41,6 @@ from bot.tools import (
     runner_tool_cache,
     tool_args_from_command,
 )
-from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
-from fixers.prettier import package_script
 
 _SUMMARY = re.compile(r"✖ (\d+) problems? \((\d+) errors?, (\d+) warnings?\)")
 _FIXABLE = re.compile(r"(\d+) errors? and (\d+) warnings? potentially fixable with the `--fix`")

@@ -19,9 +19,9 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
-from bot.logs import DistilledLog
-from bot.tools import ToolChoice, ToolRun, fix_dir, probe, run_fixer
+from bot.diagnosis.logs import DistilledLog
 from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
+from fixers.tools import ToolChoice, ToolRun, fix_dir, probe, run_fixer
 
 _COMMAND = re.compile(r"(?<![\w/-])(gofmt|goimports)(?![\w-])")
 _LISTED = re.compile(r"^\s*(?:\./)?[\w./-]+\.go\s*$", re.M)

@@ -39,10 +39,12 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from bot.errors import FixerError
-from bot.logs import DistilledLog
+from bot.diagnosis.logs import DistilledLog
+from bot.git.workspace import restore_paths, snapshot_tree
+from bot.kernel.errors import FixerError
 from bot.sandbox import Bind, CommandResult, Runner
-from bot.tools import (
+from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
+from fixers.tools import (
     ToolChoice,
     ToolRun,
     bundled_executable,
@@ -54,8 +56,6 @@ from bot.tools import (
     tool_for,
     valid_version,
 )
-from bot.workspace import restore_paths, snapshot_tree
-from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
 
 #: uv must not fetch interpreters (a download outside the package registries), nor show progress.
 _UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}

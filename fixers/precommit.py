@@ -11,7 +11,7 @@ commit), run once to let the hooks rewrite files; the check runs it again and mu
 
 **Git inside the sandbox.** pre-commit lists files with ``git ls-files`` and sees what a hook
 modified with ``git diff``. The tree's own git metadata is never exposed: the command gets a
-*view* (``bot.workspace.make_git_view``), a git directory whose HEAD and index are the tree's
+*view* (``bot.git.workspace.make_git_view``), a git directory whose HEAD and index are the tree's
 files as they are now, bound read-only with ``GIT_DIR`` pointing at it.
 
 **Hook environments** (``PRE_COMMIT_HOME``) are built once per repository, configuration and
@@ -38,10 +38,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bot.errors import FixerError, SandboxError
-from bot.logs import DistilledLog
+from bot.diagnosis.logs import DistilledLog
+from bot.git.workspace import Worktree, make_git_view, objects_dir
+from bot.kernel.errors import FixerError, SandboxError
 from bot.sandbox import Bind, CommandResult, Runner
-from bot.tools import (
+from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
+from fixers.tools import (
     ToolChoice,
     ToolRun,
     bundled_executable,
@@ -53,8 +55,6 @@ from bot.tools import (
     runner_tool_cache,
     tool_args_from_command,
 )
-from bot.workspace import Worktree, make_git_view, objects_dir
-from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
 from fixers.whitespace import HOOKS as WHITESPACE_HOOKS
 
 CONFIG = ".pre-commit-config.yaml"

@@ -7,10 +7,10 @@ import json
 import re
 from pathlib import Path, PurePosixPath
 
-from bot.errors import FixerError
-from bot.logs import DistilledLog
-from bot.tools import ToolRun, fix_dir, run_fixer, tool_for
+from bot.diagnosis.logs import DistilledLog
+from bot.kernel.errors import FixerError
 from fixers.base import FixContext, FixResult, RepoFiles
+from fixers.tools import ToolRun, fix_dir, run_fixer, tool_for
 
 # prettier 3: "Code style issues found in 3 files. Run Prettier with --write to fix."
 # prettier 2: "Code style issues found in the above file(s). Forgot to run Prettier?"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from bot.logs import DistilledLog
-from bot.tools import ToolRun, run_fixer, tool_args_from_command, tool_for, without_flags
+from bot.diagnosis.logs import DistilledLog
 from fixers.base import FixContext, FixResult, RepoFiles
+from fixers.tools import ToolRun, run_fixer, tool_args_from_command, tool_for, without_flags
 
 _COMMAND = re.compile(r"\bruff\s+check\b")
 # "[*] 5 fixable with `--fix`." (newer) / "[*] 5 fixable with the `--fix` option." (older). Not

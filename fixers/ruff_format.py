@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from bot.logs import DistilledLog
-from bot.tools import ToolRun, run_fixer, tool_args_from_command, tool_for, without_flags
+from bot.diagnosis.logs import DistilledLog
 from fixers.base import FixContext, FixResult, RepoFiles
+from fixers.tools import ToolRun, run_fixer, tool_args_from_command, tool_for, without_flags
 
 _COMMAND = re.compile(r"\bruff\s+format\b[^\n]*(--check|--diff)")
 _EXCERPT = re.compile(r"^Would reformat: \S", re.M)

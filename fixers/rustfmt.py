@@ -15,9 +15,9 @@ import re
 import tomllib
 from pathlib import Path, PurePosixPath
 
-from bot.logs import DistilledLog
-from bot.tools import ToolChoice, ToolRun, fix_dir, probe, run_fixer, tool_args_from_command
+from bot.diagnosis.logs import DistilledLog
 from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
+from fixers.tools import ToolChoice, ToolRun, fix_dir, probe, run_fixer, tool_args_from_command
 
 _COMMAND = re.compile(r"\b(?:cargo\s+(?:\+\S+\s+)?fmt|rustfmt)\b")
 # rustfmt ≥ 1.4.38: "Diff in /w/src/main.rs:1:"; older: "Diff in /w/src/main.rs at line 1:".

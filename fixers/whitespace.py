@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from bot.logs import DistilledLog
-from bot.tools import ToolChoice, ToolRun, bundled_version, is_protected, run_fixer
-from bot.workspace import Worktree, read_file_head, tracked_files
+from bot.diagnosis.logs import DistilledLog
+from bot.git.workspace import Worktree, read_file_head, tracked_files
 from fixers.base import FixContext, FixResult, RepoFiles, WorktreeFiles
+from fixers.tools import ToolChoice, ToolRun, bundled_version, is_protected, run_fixer
 
 #: hook id → (name pre-commit prints, console script, default args)
 HOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
-from bot.events import CheckSuiteEvent
-from bot.handlercontext import HandlerContext
+from bot.github.webhooks import CheckSuiteEvent
+from handlers.context import HandlerContext
 
 router = routing.Router()
 

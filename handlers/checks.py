@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
-from bot.events import (
+from bot.github.webhooks import (
     ACTIONS_APP_SLUG,
     FAILED_CONCLUSIONS,
     CheckRunEvent,
@@ -18,7 +18,7 @@ from bot.events import (
     WorkflowJobEvent,
     WorkflowRunEvent,
 )
-from bot.handlercontext import HandlerContext
+from handlers.context import HandlerContext
 
 router = routing.Router()
 

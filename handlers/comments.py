@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
-from bot.commands import is_actionable_comment, parse_button, parse_commands
-from bot.events import CheckRunEvent, IssueCommentEvent
-from bot.handlercontext import HandlerContext
+from bot.commands.parse import is_actionable_comment, parse_button, parse_commands
+from bot.github.webhooks import CheckRunEvent, IssueCommentEvent
+from handlers.context import HandlerContext
 
 router = routing.Router()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
-from bot.episodes import EventKind
-from bot.events import PullRequestEvent
-from bot.handlercontext import HandlerContext
+from bot.github.webhooks import PullRequestEvent
+from bot.store.episodes import EventKind
+from handlers.context import HandlerContext
 
 router = routing.Router()
 

@@ -25,7 +25,7 @@
 # Usage: scripts/install-system-deps.sh [--no-node] [--no-services] [--no-go] [--no-rust]
 #                                        [--no-browser]
 #   Run as root (or with sudo available) for the apt-get part. Re-running is cheap.
-#   The bundled node tools' versions are those of BUNDLED_NODE_VERSIONS in bot/tools.py.
+#   The bundled node tools' versions are those of BUNDLED_NODE_VERSIONS in fixers/tools.py.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

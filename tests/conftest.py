@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.settings import Settings
+from bot.kernel.settings import Settings
 
 # Fixtures that live beside their support code: the GitHub simulator and the end-to-end world.
 pytest_plugins = ["tests.ghsim", "tests.e2e_support", "tests.ghweb", "tests.webui_support"]

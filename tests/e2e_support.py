@@ -19,9 +19,9 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.settings import Settings
-from bot.web import METRICS, STORE, create_app
-from bot.worker import WorkerPool
+from bot.app.web import METRICS, STORE, create_app
+from bot.app.worker import WorkerPool
+from bot.kernel.settings import Settings
 from tests.conftest import SHARED, load_payload, webhook_headers
 from tests.ghsim import (
     GitHubSim,
@@ -52,7 +52,7 @@ def scenario_log(name: str) -> str:
 
 def scenario_workflows() -> str:
     """One workflow with every scenario's jobs: the base branch runs these commands, so the
-    repair may execute them to verify a fix (bot.workflows)."""
+    repair may execute them to verify a fix (bot.diagnosis.workflows)."""
     jobs: dict[str, Any] = {}
     for case in sorted((SHARED / "scenarios" / "cases").iterdir()):
         ci = yaml.safe_load((case / "ci.yml").read_text())

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.logs import DistilledLog, distill
+from bot.diagnosis.logs import DistilledLog, distill
+from bot.git.workspace import Worktree, local_worktree
 from bot.sandbox import BubblewrapSandbox, CommandResult, Runner
-from bot.tools import bundled_tool_dirs
-from bot.workspace import Worktree, local_worktree
 from fixers.base import FixContext, Fixer, FixResult, WorktreeFiles
+from fixers.tools import bundled_tool_dirs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

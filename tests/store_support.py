@@ -15,7 +15,8 @@ from typing import Any, TypeVar, overload
 import asyncpg
 import pytest
 
-from bot.store import Store, open_store
+from bot.store import Store
+from bot.store.connect import open_store
 from tests.conftest import TEST_DATABASE_URL
 
 BACKENDS = ["sqlite", "postgres"]

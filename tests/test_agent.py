@@ -16,12 +16,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.tokens import measure
-from bot.errors import SandboxError
-from bot.logs import DistilledLog, distill
-from bot.pricing import TokenUsage, estimate_cost
-from bot.sandbox import CommandResult, Runner, make_runner
-from bot.settings import DEFAULT_MODEL
-from fixers.agent import (
+from bot.diagnosis.logs import DistilledLog, distill
+from bot.kernel.errors import SandboxError
+from bot.kernel.settings import DEFAULT_MODEL
+from bot.llm.agent import (
     AgentBudget,
     AgentFixer,
     AgentFixResult,
@@ -37,6 +35,8 @@ from fixers.agent import (
     system_blocks,
     tool_definitions,
 )
+from bot.llm.pricing import TokenUsage, estimate_cost
+from bot.sandbox import CommandResult, Runner, make_runner
 from fixers.base import FixContext, WorktreeFiles
 from tests.anthropic_sim import (
     MessagesSimulator,

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.llm import make_agent
-from bot.local import fix_repo
-from bot.problems import OutcomeKind
+from bot.app.web import METRICS, STORE
+from bot.app.worker import WorkerPool
+from bot.kernel.problems import OutcomeKind
+from bot.kernel.settings import Settings
+from bot.llm.factory import make_agent
+from bot.ops.local import fix_repo
+from bot.reporting.summary import extract_outcome
 from bot.sandbox import make_runner
-from bot.settings import Settings
-from bot.summary import extract_outcome
-from bot.tools import bundled_tool_dirs
-from bot.web import METRICS, STORE
-from bot.worker import WorkerPool
 from fixers import FIXERS
+from fixers.tools import bundled_tool_dirs
 from tests.anthropic_sim import MessagesSimulator, reference_session
 from tests.e2e_support import World, git, scenario_files, scenario_log
 from tests.fixer_support import case_expect

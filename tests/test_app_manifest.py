@@ -1,5 +1,5 @@
 """app.yml, the GitHub App manifest, agrees with the code: the events the routers handle are
-subscribed, and the permissions are exactly what bot/github.py's operations need, each explained.
+subscribed, and the permissions are exactly what bot/github/client.py's operations need, each explained.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from handlers import ROUTERS
 from tests.conftest import REPO_ROOT
 
 MANIFEST = REPO_ROOT / "app.yml"
-CLIENT_SOURCE = REPO_ROOT / "bot" / "github.py"
+CLIENT_SOURCE = REPO_ROOT / "bot" / "github" / "client.py"
 
 #: GitHub delivers these to every App without a subscription (and rejects them in
 #: ``default_events``): https://docs.github.com/en/webhooks/webhook-events-and-payloads#installation

@@ -37,13 +37,13 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from bot.handlercontext import HandlerContext
-from bot.observability import Metrics
-from bot.settings import Settings
+from bot.app.observability import Metrics
+from bot.app.worker import dispatch_delivery
+from bot.kernel.settings import Settings
+from bot.reporting.summary import STICKY_MARKER
 from bot.store import DeliveryState, StoredDelivery
-from bot.summary import STICKY_MARKER
-from bot.worker import dispatch_delivery
 from handlers import ROUTERS
+from handlers.context import HandlerContext
 from tests.conftest import WEBHOOK_SECRET, webhook_headers
 from tests.e2e_support import World, scenario_files, scenario_log
 from tests.ghsim import GitHubSim, SimJob, SimPull, SimRun, init_bare_repo, start_simulator

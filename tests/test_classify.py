@@ -1,4 +1,4 @@
-"""Tests for ``bot.classify``: the scenario corpus, each rule, the rules' precedence, locations."""
+"""Tests for ``bot.diagnosis.classify``: the scenario corpus, each rule, the rules' precedence, locations."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bot.classify import Classification, Location, classify, file_locations
-from bot.logs import SET_UP_JOB, DistilledLog, distill
-from bot.problems import Category, Confidence
+from bot.diagnosis.classify import Classification, Location, classify, file_locations
+from bot.diagnosis.logs import SET_UP_JOB, DistilledLog, distill
+from bot.kernel.problems import Category, Confidence
 from fixers.base import FixContext, Fixer, FixResult, NoFiles, WorktreeFiles
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

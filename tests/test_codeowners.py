@@ -1,10 +1,10 @@
-"""Table tests of the glob matcher and CODEOWNERS semantics (bot/codeowners.py)."""
+"""Table tests of the glob matcher and CODEOWNERS semantics (bot/triage/codeowners.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.codeowners import (
+from bot.triage.codeowners import (
     CODEOWNERS_LOCATIONS,
     compile_glob,
     glob_match,

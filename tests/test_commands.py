@@ -1,10 +1,10 @@
-"""bot.commands: the parser, the registry-generated help and the check-run buttons."""
+"""bot.commands.parse: the parser, the registry-generated help and the check-run buttons."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.commands import (
+from bot.commands.parse import (
     BUTTON_PREFIX,
     COMMANDS,
     MAX_BUTTON_DESCRIPTION,

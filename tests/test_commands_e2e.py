@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from bot.commandjob import may_run, render_refusal
-from bot.commands import button_identifier, spec_for
-from bot.episodes import EventKind
-from bot.errors import StoreError
-from bot.summary import extract_outcome
-from bot.web import STORE
+from bot.app.web import STORE
+from bot.commands.job import may_run, render_refusal
+from bot.commands.parse import button_identifier, spec_for
+from bot.kernel.errors import StoreError
+from bot.reporting.summary import extract_outcome
+from bot.store.episodes import EventKind
 from tests.e2e_support import World, git, scenario_files, scenario_log
 
 RUFF = "af-ruff-check-unused-imports"
@@ -399,7 +399,7 @@ async def test_a_crash_between_replying_and_recording_does_not_reply_twice(
         return await real_append(spec)
 
     monkeypatch.setattr(store, "append_event", crash_once)
-    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 0.0)
+    monkeypatch.setattr("bot.app.worker.backoff_seconds", lambda attempt: 0.0)
     await _comment(world, 25, "/shepherd help", user="passerby")
     await world.drain()  # the retried job
 

@@ -33,8 +33,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.episodes import EventKind
 from bot.store import DeliveryState, Store
+from bot.store.episodes import EventKind
 from tests.conftest import REPO_ROOT, TEST_DATABASE_URL, load_payload, webhook_headers
 from tests.store_support import opened
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.doctor import Status, render, run_checks
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.ops.doctor import Status, render, run_checks
 from tests.ghsim import GitHubSim, generate_rsa_key
 
 

@@ -1,4 +1,4 @@
-"""bot.events.read_envelope: ingest's JSON check and the three fields it stores with a delivery.
+"""bot.github.webhooks.read_envelope: ingest's JSON check and the three fields it stores with a delivery.
 
 simdjson does the work; orjson (what the workers parse with) is the reference: ingest must accept
 exactly the bodies a worker can read, and read the same fields from them.
@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bot.errors import PayloadError
-from bot.events import Envelope, read_envelope
+from bot.github.webhooks import Envelope, read_envelope
+from bot.kernel.errors import PayloadError
 
 WEBHOOKS = Path(__file__).resolve().parents[1].parent / "shared" / "github" / "webhooks"
 EXAMPLES = sorted(WEBHOOKS.rglob("*.json"))

@@ -1,4 +1,4 @@
-"""bot.events against every real webhook example in ../shared/github/webhooks."""
+"""bot.github.webhooks against every real webhook example in ../shared/github/webhooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import ValidationError
 
-from bot.events import (
+from bot.github.webhooks import (
     EVENT_MODELS,
     NULL_SHA,
     AccountType,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import UnsafeWorktree
+from bot.kernel.errors import UnsafeWorktree
 from fixers.eslint import ESLINT
 from fixers.precommit import PRE_COMMIT
 from tests.fixer_support import apply_fixer, commit_all, make_log, make_repo

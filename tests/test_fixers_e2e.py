@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from bot.local import diagnose_log
-from bot.summary import extract_outcome
+from bot.ops.local import diagnose_log
+from bot.reporting.summary import extract_outcome
 from fixers import FIXERS
 from tests.e2e_support import World, git
 from tests.ghsim import commit_files
@@ -165,9 +165,9 @@ def eslint_lock(tmp_path_factory: pytest.TempPathFactory) -> EslintInstall:
 def world(world: World, tmp_path_factory: pytest.TempPathFactory) -> World:
     """The e2e world with one warm pool for the module: repositories with the same setup (the
     eslint ones) start from the first one's environment, as on a busy server."""
-    from bot.settings import Settings
-    from bot.web import METRICS, STORE
-    from bot.worker import WorkerPool
+    from bot.app.web import METRICS, STORE
+    from bot.app.worker import WorkerPool
+    from bot.kernel.settings import Settings
 
     pool = tmp_path_factory.getbasetemp() / "fixers-e2e-pool"
     settings = Settings(**{**world.settings.model_dump(), "jobenv_pool_dir": pool})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import distill
+from bot.diagnosis.logs import distill
 from fixers.base import NoFiles, WorktreeFiles
 from fixers.eslint import ESLINT, eslint_args, fixable_counts
 from tests.fixer_support import apply_fixer, make_log, make_repo, read_files

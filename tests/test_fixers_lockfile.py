@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import DistilledLog
+from bot.diagnosis.logs import DistilledLog
 from fixers.base import WorktreeFiles
 from fixers.lockfile import DEFAULT_POETRY, LOCKFILE, manager_for, moved_versions
 from tests.fixer_support import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import distill
+from bot.diagnosis.logs import distill
 from fixers.base import NoFiles
 from fixers.precommit import PRE_COMMIT, hook_results, run_args
 from tests.fixer_support import apply_fixer, git, make_log, make_repo, read_files

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import distill
+from bot.diagnosis.logs import distill
 from fixers.base import NoFiles, WorktreeFiles
 from fixers.prettier import PRETTIER, flagged_files
 from tests.fixer_support import (

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import distill
-from bot.tools import ToolChoice, bundled_executable, prepare_tool, resolve_tool
+from bot.diagnosis.logs import distill
 from fixers.base import NoFiles, WorktreeFiles
 from fixers.ruff_check import RUFF_CHECK
+from fixers.tools import ToolChoice, bundled_executable, prepare_tool, resolve_tool
 from tests.fixer_support import (
     all_cases,
     apply_fixer,
@@ -102,7 +102,7 @@ def test_matches(command: str, excerpt: str, expected: bool) -> None:
     assert RUFF_CHECK.matches(make_log(command, excerpt), WorktreeFiles(Path("/x"))) is expected
 
 
-# --- which ruff runs (bot/tools.py) --------------------------------------------------------------
+# --- which ruff runs (fixers/tools.py) --------------------------------------------------------------
 
 PINS = [
     (

@@ -1,4 +1,4 @@
-"""The git runner (``bot.git``): the only place a git process starts, with a clean environment."""
+"""The git runner (``bot.git.runner``): the only place a git process starts, with a clean environment."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import WorkspaceError
-from bot.git import HARDENING, UNSET_VARIABLES, GitRepo, git_env, run_git, run_git_sync
+from bot.git.runner import HARDENING, UNSET_VARIABLES, GitRepo, git_env, run_git, run_git_sync
+from bot.kernel.errors import WorkspaceError
 from tests.fixer_support import checkout_of
 from tests.test_git_traps import make_repo, trap_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("bot", "handlers", "fixers")
-RUNNER = ROOT / "bot" / "git.py"
+RUNNER = ROOT / "bot" / "git" / "runner.py"
 
 #: Calls that start a process.
 _STARTERS = {

@@ -30,17 +30,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.errors import UnsafeWorktree
-from bot.jobenv.environment import EnvironmentsFactory
-from bot.llm import make_agent
-from bot.local import fix_repo
-from bot.sandbox import make_runner
-from bot.settings import Settings
-from bot.summary import extract_outcome
-from bot.tools import bundled_tool_dirs
-from bot.web import METRICS, STORE
-from bot.worker import WorkerPool
-from bot.workspace import (
+from bot.app.web import METRICS, STORE
+from bot.app.worker import WorkerPool
+from bot.git.workspace import (
     changed_paths,
     commit,
     file_changes,
@@ -50,7 +42,15 @@ from bot.workspace import (
     tree_diff,
     tree_of,
 )
+from bot.jobenv.environment import EnvironmentsFactory
+from bot.kernel.errors import UnsafeWorktree
+from bot.kernel.settings import Settings
+from bot.llm.factory import make_agent
+from bot.ops.local import fix_repo
+from bot.reporting.summary import extract_outcome
+from bot.sandbox import make_runner
 from fixers import FIXERS
+from fixers.tools import bundled_tool_dirs
 from tests.anthropic_sim import MessagesSimulator, reply, text, tool_use
 from tests.e2e_support import World, git
 from tests.fixer_support import checkout_of

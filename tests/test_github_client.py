@@ -1,4 +1,4 @@
-"""bot.github over real HTTP against the GitHub simulator (tests/ghsim.py)."""
+"""bot.github.client over real HTTP against the GitHub simulator (tests/ghsim.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from bot.errors import GitHubError, GitHubRateLimited, PushRejected
-from bot.github import API_VERSION, GitHubApp, GitHubClient, GitHubStats, RetryPolicy
+from bot.github.client import API_VERSION, GitHubApp, GitHubClient, GitHubStats, RetryPolicy
+from bot.kernel.errors import GitHubError, GitHubRateLimited, PushRejected
 from tests.ghsim import GitHubSim, SimRepo, commit_files, init_bare_repo
 from tests.ghsim import github_sim as github_sim
 

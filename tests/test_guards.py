@@ -1,4 +1,4 @@
-"""Guards on an LLM attempt: table tests on diffs made by real git (``fixers.agent.attempt_diff``)."""
+"""Guards on an LLM attempt: table tests on diffs made by real git (``bot.llm.agent.attempt_diff``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.guards import check_attempt, is_test_path
-from bot.workspace import tree_of
-from fixers.agent import attempt_diff
+from bot.git.workspace import tree_of
+from bot.llm.agent import attempt_diff
+from bot.llm.guards import check_attempt, is_test_path
 from tests.fixer_support import checkout_of
 
 SOURCE = """\

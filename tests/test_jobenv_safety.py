@@ -17,11 +17,11 @@ from typing import cast
 
 import pytest
 
-from bot.blueprint import job_environments
 from bot.jobenv.environment import EnvironmentsFactory
 from bot.jobenv.workflow import find_job
+from bot.repair.blueprint import job_environments
 from bot.sandbox import BubblewrapSandbox
-from bot.tools import bundled_tool_dirs
+from fixers.tools import bundled_tool_dirs
 from tests.fixer_support import checkout_of
 from tests.test_git_traps import make_repo
 

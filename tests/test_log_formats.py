@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.logs import SET_UP_JOB, JobText, distill_steps, read_log
+from bot.diagnosis.logs import SET_UP_JOB, JobText, distill_steps, read_log
 
 STAMP = "2025-08-02T02:48:14.4841357Z "
 ESC = "\x1b"

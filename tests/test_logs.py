@@ -1,4 +1,4 @@
-"""Tests for ``bot.logs.distill`` against the scenario logs, real public logs and synthetic logs."""
+"""Tests for ``bot.diagnosis.logs.distill`` against the scenario logs, real public logs and synthetic logs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.logs import DistilledLog, clean_line, distill, distill_steps, is_error_line
+from bot.diagnosis.logs import DistilledLog, clean_line, distill, distill_steps, is_error_line
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CASES = sorted(p for p in (SHARED / "scenarios" / "cases").iterdir() if p.is_dir())

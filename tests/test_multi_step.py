@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.blueprint import Diagnosis, LlmGate, Step, diagnose_steps, plan_repair
-from bot.local import FRESH_EPISODE, diagnose_log, fix_repo
-from bot.logs import distill_steps
-from bot.problems import Category, OutcomeKind
-from bot.repoconfig import RepoConfig
+from bot.diagnosis.logs import distill_steps
+from bot.kernel.problems import Category, OutcomeKind
+from bot.kernel.repoconfig import RepoConfig
+from bot.ops.local import FRESH_EPISODE, diagnose_log, fix_repo
+from bot.repair.blueprint import Diagnosis, LlmGate, Step, diagnose_steps, plan_repair
+from bot.reporting.summary import extract_outcome
 from bot.sandbox import make_runner
-from bot.summary import extract_outcome
-from bot.tools import bundled_tool_dirs
 from fixers import FIXERS
 from fixers.base import NoFiles
+from fixers.tools import bundled_tool_dirs
 from tests.conftest import REPO_ROOT
 from tests.e2e_support import World, git
 from tests.fixer_support import make_repo

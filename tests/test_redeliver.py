@@ -9,11 +9,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.errors import ConfigError
-from bot.github import GitHubApp
-from bot.redeliver import LoggedDelivery, parse_duration, redeliver, select_for_redelivery
-from bot.settings import Settings
-from bot.store import NewDelivery, open_store
+from bot.github.client import GitHubApp
+from bot.kernel.errors import ConfigError
+from bot.kernel.settings import Settings
+from bot.ops.redeliver import LoggedDelivery, parse_duration, redeliver, select_for_redelivery
+from bot.store import NewDelivery
+from bot.store.connect import open_store
 from tests.ghsim import GitHubSim
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bot.episodes import EventKind
-from bot.errors import StoreError
+from bot.app.web import STORE
+from bot.kernel.errors import StoreError
+from bot.reporting.summary import extract_outcome
 from bot.sandbox import CommandResult, Runner
-from bot.summary import extract_outcome
-from bot.web import STORE
+from bot.store.episodes import EventKind
 from tests.conftest import load_payload
 from tests.e2e_support import World, git, scenario_files, scenario_log
 
@@ -258,7 +258,7 @@ async def test_a_crash_after_the_push_still_reports_once(
         return await real_append(spec)
 
     monkeypatch.setattr(store, "append_event", crash_once)
-    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 0.0)
+    monkeypatch.setattr("bot.app.worker.backoff_seconds", lambda attempt: 0.0)
     run, job = world.fail_job(head, "lint", scenario_log(RUFF))
     await world.deliver("workflow_job", world.workflow_job_event(run, job))
     await world.drain()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.replay import replay
+from bot.ops.replay import replay
 from tests.conftest import SHARED
 from tests.e2e_support import World, scenario_files, scenario_log
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.repoconfig import (
+from bot.kernel.repoconfig import (
     ALWAYS_PROTECTED,
     MAX_CONFIG_BYTES,
     ConfigResult,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import SandboxError, SandboxUnavailable, UnsafeWorktree
+from bot.kernel.errors import SandboxError, SandboxUnavailable, UnsafeWorktree
 from bot.sandbox import (
     BubblewrapSandbox,
     UnsandboxedRunner,

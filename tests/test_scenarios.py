@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.local import fix_repo
-from bot.problems import OutcomeKind
+from bot.kernel.problems import OutcomeKind
+from bot.ops.local import fix_repo
 from bot.sandbox import make_runner
-from bot.tools import bundled_tool_dirs
 from fixers import FIXERS
+from fixers.tools import bundled_tool_dirs
 from tests.conftest import REPO_ROOT, SHARED
 from tests.fixer_support import case_expect, copy_case
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError, ServiceError, ServiceUnavailable
 from bot.jobenv.services import (
     WRAPPER_FAILED,
     MariadbSetup,
@@ -44,6 +43,7 @@ from bot.jobenv.services import (
     process_start_time,
     provider_for,
 )
+from bot.kernel.errors import ConfigError, ServiceError, ServiceUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

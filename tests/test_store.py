@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.errors import ConfigError, StoreError
+from bot.kernel.errors import ConfigError, StoreError
 from bot.store import (
     DeliveryState,
     EventSpec,
@@ -25,15 +25,15 @@ from bot.store import (
     JobSpec,
     JobState,
     NewDelivery,
-    PostgresStore,
-    SqliteStore,
     Store,
-    open_store,
     postgres,
 )
 from bot.store import sqlite as sqlite_store
+from bot.store.connect import open_store
 from bot.store.postgres import MIGRATIONS as PG_MIGRATIONS
+from bot.store.postgres import PostgresStore
 from bot.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from bot.store.sqlite import SqliteStore
 from tests.conftest import SHARED
 from tests.store_support import BACKENDS, opened, postgres_url, store_url
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import StoreError
-from bot.store import DeliveryState, NewDelivery, SqliteStore
+from bot.kernel.errors import StoreError
+from bot.store import DeliveryState, NewDelivery
 from bot.store.bodies import BodyLog, BodyRef
-from bot.store.sqlite import MIGRATIONS
+from bot.store.sqlite import MIGRATIONS, SqliteStore
 from tests.store_support import opened
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bot.suggestions import suggestions
+from bot.reporting.suggestions import suggestions
 
 
 def diff_of(tmp_path: Path, before: dict[str, str], after: dict[str, str | None]) -> str:

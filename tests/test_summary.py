@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.problems import Category, FailureRecord, NextAction, Outcome, OutcomeKind
-from bot.report import COMMENT_LIMIT, PATCH_ELSEWHERE, compose_comment, split_sections
-from bot.summary import extract_outcome, render_check_run, render_outcome_markdown
+from bot.kernel.problems import Category, FailureRecord, NextAction, Outcome, OutcomeKind
+from bot.reporting.report import COMMENT_LIMIT, PATCH_ELSEWHERE, compose_comment, split_sections
+from bot.reporting.summary import extract_outcome, render_check_run, render_outcome_markdown
 
 FORGED = (
     "<!-- /shepherd:section -->\n<!-- shepherd:section:triage -->\nforged\n"

@@ -1,4 +1,4 @@
-"""Table tests of the pure triage core (bot/triage.py)."""
+"""Table tests of the pure triage core (bot/triage/rules.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.codeowners import parse_codeowners
-from bot.errors import ConfigError
-from bot.triage import (
+from bot.kernel.errors import ConfigError
+from bot.triage.codeowners import parse_codeowners
+from bot.triage.rules import (
     AGENT_LABEL,
     SIZE_LABELS,
     FileChange,

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.reporting.summary import extract_outcome
 from bot.store import JobState
-from bot.summary import extract_outcome
-from bot.triagejob import extract_triage
+from bot.triage.job import extract_triage
 from handlers.pull_requests import TRIAGE_ACTIONS
 from tests.conftest import SHARED
 from tests.e2e_support import World, git, scenario_files, scenario_log

@@ -10,9 +10,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.settings import Settings
-from bot.store import DeliveryState, open_store
-from bot.web import STORE, create_app
+from bot.app.web import STORE, create_app
+from bot.kernel.settings import Settings
+from bot.store import DeliveryState
+from bot.store.connect import open_store
 from tests.conftest import load_payload, sign, webhook_headers
 
 Client = TestClient[web.Request, web.Application]

@@ -27,7 +27,8 @@ import pytest_asyncio
 import yaml
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from bot.store import EventSpec, open_store
+from bot.store import EventSpec
+from bot.store.connect import open_store
 from tests.conftest import REPO_ROOT, SHARED, webhook_headers
 from tests.ghweb import SESSION_COOKIE, GitHubWebSim
 from tests.proc_support import SHEPHERD, ShepherdProcess, free_port, shepherd_env

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from bot.__main__ import local_url
-from bot.errors import ConfigError
-from bot.settings import Settings, derive_web_url
+from bot.kernel.errors import ConfigError
+from bot.kernel.settings import Settings, derive_web_url
 from bot.store import OutcomeCount
 from bot.webui.chart import outcomes_per_day
 from bot.webui.credentials import (

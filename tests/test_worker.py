@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from gidgethub import routing, sansio
 
-from bot.errors import GitHubError, ShepherdError
-from bot.handlercontext import HandlerContext
-from bot.jobs import JOB_RUNNERS, JobDeps, JobResult
-from bot.observability import Metrics
-from bot.settings import Settings
-from bot.store import DeliveryState, JobSpec, JobState, NewDelivery, Store, open_store
-from bot.worker import DELIVERY_BATCH, IngestGauge, WorkerPool
+from bot.app.jobs import JOB_RUNNERS, JobDeps, JobResult
+from bot.app.observability import Metrics
+from bot.app.worker import DELIVERY_BATCH, IngestGauge, WorkerPool
+from bot.kernel.errors import GitHubError, ShepherdError
+from bot.kernel.settings import Settings
+from bot.store import DeliveryState, JobSpec, JobState, NewDelivery, Store
+from bot.store.connect import open_store
+from handlers.context import HandlerContext
 
 OWNER = "test-worker"
 
@@ -98,7 +99,7 @@ async def test_job_failures_are_retried_with_backoff_or_given_up(
     retries: bool,
 ) -> None:
     monkeypatch.setitem(JOB_RUNNERS, "test", runner_that(error))
-    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 60.0)
+    monkeypatch.setattr("bot.app.worker.backoff_seconds", lambda attempt: 60.0)
     job_id = await store.upsert_job(JobSpec("test", "k1", {}))
     before = datetime.now(UTC)
     assert await pool(store, settings).run_once(OWNER)
@@ -117,7 +118,7 @@ async def test_retries_are_bounded(
     monkeypatch.setitem(JOB_RUNNERS, "test", runner_that(lambda: RuntimeError("always")))
     job_id = await store.upsert_job(JobSpec("test", "k2", {}, max_attempts=3))
     worker = pool(store, settings)
-    monkeypatch.setattr("bot.worker.backoff_seconds", lambda attempt: 0.0)
+    monkeypatch.setattr("bot.app.worker.backoff_seconds", lambda attempt: 0.0)
     for _ in range(5):
         await worker.run_once(OWNER)
     job = await store.get_job(job_id)
@@ -193,7 +194,7 @@ async def test_workers_take_small_bites_while_webhooks_arrive(
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 8, 20])
 def test_backoff_grows_and_is_capped(attempt: int) -> None:
-    from bot.worker import backoff_seconds
+    from bot.app.worker import backoff_seconds
 
     samples = [backoff_seconds(attempt) for _ in range(200)]
     assert all(0 <= s <= min(600.0, 5.0 * 2 ** (attempt - 1)) for s in samples)
@@ -236,7 +237,7 @@ async def test_a_job_whose_lease_is_lost_stops_and_completes_nothing(
 async def test_workers_back_off_while_the_database_is_away_and_resume(
     store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.errors import StoreError
+    from bot.kernel.errors import StoreError
 
     outage = {"left": 3}
     real_claim = store.claim_deliveries

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.workflows import is_workflow_command, workflow_commands
+from bot.diagnosis.workflows import is_workflow_command, workflow_commands
 
 WORKFLOW = """
 name: CI

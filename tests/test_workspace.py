@@ -16,8 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.errors import PushRejected, WorkspaceError
-from bot.workspace import (
+from bot.git.workspace import (
     FileChange,
     Workspaces,
     Worktree,
@@ -31,6 +30,7 @@ from bot.workspace import (
     validate_sha,
     with_trailers,
 )
+from bot.kernel.errors import PushRejected, WorkspaceError
 
 TOKEN = "ghs_s3cretT0kenValue1234567890abcdef"
 BOT_NAME = "shepherd[bot]"

@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from multidict import MultiDict
 from yarl import URL
 
-from bot.settings import Settings
-from bot.web import WORKERS, create_app
+from bot.app.web import WORKERS, create_app
+from bot.kernel.settings import Settings
 from bot.webui.app import WEBUI, WebUI
 from tests.ghsim import start_simulator
 from tests.ghweb import SESSION_COOKIE, GitHubWebSim

@@ -29,7 +29,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bot.errors import SandboxError
+from bot.kernel.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

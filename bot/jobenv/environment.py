@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from bot.errors import SandboxError, ServiceError, ShepherdError
+from bot.git.workspace import Worktree
 from bot.jobenv.egress import (
     DEFAULT_REGISTRIES,
     SANDBOX_PROXY_PORT,
@@ -68,10 +68,10 @@ from bot.jobenv.toolchains import (
     is_setup,
 )
 from bot.jobenv.workflow import WORKSPACE, WorkflowJob, WorkflowStep
-from bot.problems import EnvironmentRecord, StepRecord
+from bot.kernel.errors import SandboxError, ServiceError, ShepherdError
+from bot.kernel.problems import EnvironmentRecord, StepRecord
+from bot.kernel.settings import Settings
 from bot.sandbox import Bind, BubblewrapSandbox, CommandResult, Layout
-from bot.settings import Settings
-from bot.workspace import Worktree
 
 log = logging.getLogger(__name__)
 

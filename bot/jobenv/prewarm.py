@@ -15,10 +15,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bot.errors import ShepherdError
+from bot.git.workspace import Worktree, tracked_files
 from bot.jobenv.environment import JobEnvironments
 from bot.jobenv.workflow import WorkflowJob, find_job, parse_workflow
-from bot.workspace import Worktree, tracked_files
+from bot.kernel.errors import ShepherdError
 
 log = logging.getLogger(__name__)
 

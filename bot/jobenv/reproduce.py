@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.logs import clean_line
+from bot.diagnosis.logs import clean_line
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 #: The checkout's path on GitHub's runners (and in Shepherd's sandbox, where the repository's

@@ -84,7 +84,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from bot.errors import ConfigError, ServiceError, ServiceUnavailable
+from bot.kernel.errors import ConfigError, ServiceError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

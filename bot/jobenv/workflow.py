@@ -18,7 +18,7 @@ workflow"; GitHub's behaviour as reproduced by ChristopherHX/runner.server's ``S
 When the name is missing, unknown or ambiguous, the job (and combination) is the one with a
 ``run:`` step whose script is the failing command (blank lines dropped, each line stripped and
 its runs of blanks made one; an expression that cannot be evaluated matches anything, as in
-``bot.workflows``). A called workflow's job is named
+``bot.diagnosis.workflows``). A called workflow's job is named
 ``<caller> / <job>`` (looked up in the local workflow the caller job ``uses:``), and some pages
 prefix the workflow's ``name:`` the same way; both are tried when the whole name matches nothing.
 
@@ -620,7 +620,7 @@ def _display_names(
 
 def _normalise(script: str) -> str:
     """Blank lines dropped, each line stripped and its runs of blanks made one space: how a
-    ``run:`` script and a log's command are compared (``bot.workflows`` compares the same way,
+    ``run:`` script and a log's command are compared (``bot.diagnosis.workflows`` compares the same way,
     without the last step, for its trust decision)."""
     return "\n".join(" ".join(line.split()) for line in script.splitlines() if line.strip())
 

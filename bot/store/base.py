@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
-from bot.errors import ConfigError, StoreError
+from bot.kernel.errors import ConfigError, StoreError
 
 #: Processing leases that expire this many times mark a delivery failed instead of reclaiming it
 #: again: a payload that kills its worker every time must not loop forever.

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import StoreError
+from bot.kernel.errors import StoreError
 
 log = logging.getLogger(__name__)
 

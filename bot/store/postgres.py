@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.errors import StoreError
+from bot.kernel.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
     WORK_CHANNEL,

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from bot.errors import StoreError
+from bot.kernel.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
     DeliveryState,

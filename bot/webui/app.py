@@ -23,8 +23,8 @@ import jinja2
 from aiohttp import web
 from cachetools import TTLCache
 
-from bot.problems import PROBLEM_JSON, Problem
-from bot.settings import Settings
+from bot.kernel.problems import PROBLEM_JSON, Problem
+from bot.kernel.settings import Settings
 from bot.store import Store
 from bot.webui.credentials import AppCredentials, load_app, session_key
 from bot.webui.github_web import GitHubWeb, UserAccess

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.errors import ConfigError
-from bot.settings import Settings, _check_pem
+from bot.kernel.errors import ConfigError
+from bot.kernel.settings import Settings, _check_pem
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The GitHub calls of the web UI: the manifest conversion, the OAuth code exchange, and what a
 signed-in user may see.
 
-These are not installation calls, so they live apart from ``bot/github.py``'s client (and from
+These are not installation calls, so they live apart from ``bot/github/client.py``'s client (and from
 the REST subset the bot's jobs are held to): the conversion is unauthenticated (the one-hour
 ``code`` is the credential), the token exchange is on GitHub's *web* host, and the user calls carry
 the user's own access token.
@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.errors import GitHubError
+from bot.kernel.errors import GitHubError
 
 log = logging.getLogger(__name__)
 

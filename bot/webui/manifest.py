@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
-from bot.errors import ConfigError
+from bot.kernel.errors import ConfigError
 
 #: Where GitHub sends people after the App is created, after they sign in, after they install.
 CALLBACK_PATH = "/setup/callback"

@@ -23,8 +23,8 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from bot.errors import GitHubError
-from bot.github import GitHubApp
+from bot.github.client import GitHubApp
+from bot.kernel.errors import GitHubError
 from bot.webui.app import SETUP_STATE_TTL, WEBUI, SetupResult, WebUI, page, refuse, see_other
 from bot.webui.credentials import (
     DEV_SECRET_FILE,

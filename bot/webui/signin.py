@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from bot.errors import GitHubError
+from bot.kernel.errors import GitHubError
 from bot.webui.app import SIGNIN_STATE_TTL, WEBUI, refuse, see_other
 from bot.webui.manifest import SIGNIN_CALLBACK_PATH
 from bot.webui.sessions import (

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from bot.errors import GitHubError, StoreError
+from bot.kernel.errors import GitHubError, StoreError
 from bot.store import Scope
 from bot.webui.app import WEBUI, page, refuse
 from bot.webui.github_web import UserAccess

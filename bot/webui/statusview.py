@@ -2,7 +2,7 @@
 
 The fix rate of a repository is the share of its repair outcomes that were ``fixed`` among those
 where Shepherd acted (``fixed``, ``rerun``, ``handoff``); ``noop`` (nothing to do) does not count.
-LLM cost is estimated from the recorded tokens with the price table of ``bot/pricing.py``; tokens
+LLM cost is estimated from the recorded tokens with the price table of ``bot/llm/pricing.py``; tokens
 spent on a model the table does not know are counted but not priced.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from bot.explain import describe_plain, is_bookkeeping
-from bot.pricing import TokenUsage, estimate_cost
+from bot.commands.explain import describe_plain, is_bookkeeping
+from bot.llm.pricing import TokenUsage, estimate_cost
 from bot.store import DeliveryState, DeliverySummary, OutcomeCount, PrActivity, PrEvent, StoreStats
 from bot.webui.chart import OUTCOME_ORDER, Chart, outcomes_per_day
 

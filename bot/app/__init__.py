@@ -1,0 +1,1 @@
+"""The composition root: the web server, the worker pool, the job registry and observability."""

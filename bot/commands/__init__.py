@@ -1,0 +1,1 @@
+"""Commands: the ``/shepherd`` grammar and buttons, the command job, and ``explain``."""

@@ -1,0 +1,1 @@
+"""Git: the one runner every git process starts through, and the workspaces (mirrors, worktrees) built on it."""

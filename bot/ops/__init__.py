@@ -1,0 +1,1 @@
+"""Operator tools: doctor, replay, redeliver and the local ``shepherd fix`` / ``diagnose``."""

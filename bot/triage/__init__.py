@@ -1,0 +1,1 @@
+"""Triage: the pure rules, CODEOWNERS, the triage job and the review lane."""

@@ -1,0 +1,389 @@
+"""The agent lane: keep humans out of an agent PR's loop until it is worth their time.
+
+An agent-authored PR gets no review request while its checks are running or red. When a commit's
+check suite completes (the ``agent_lane`` job) or the PR is re-triaged, the head's check runs
+(other than Shepherd's own) are read: once every one has completed green, the code owners are
+asked to review, once per episode; if the checks are red and Shepherd has handed off on this head,
+the human who launched the agent is called in instead. The lane's state is the ``status`` section
+of the sticky comment, edited in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bot.kernel.errors import GitHubError
+from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
+from bot.kernel.target import RepoTarget
+from bot.reporting.report import Reporter, ReportGitHub
+from bot.reporting.summary import CHECK_NAME
+from bot.store import EventSpec, Job, PrEvent, Store
+from bot.store.episodes import EventKind, last_event
+from bot.triage.codeowners import split_reviewers
+
+log = logging.getLogger(__name__)
+
+JSONObject = dict[str, Any]
+STATUS_SECTION = "status"
+#: Conclusions that let a PR through (GitHub's own "passing" set for required checks).
+GREEN = frozenset({"success", "neutral", "skipped"})
+LANE_REASON = "agent-lane"
+HANDOFF_REASON = "handoff"
+ChecksState = Literal["none", "running", "red", "green"]
+
+
+class LaneGitHub(ReportGitHub, Protocol):
+    """Every GitHub operation the agent lane uses (all in the OpenAPI subset)."""
+
+    async def get_pull(self, owner: str, repo: str, number: int) -> JSONObject: ...
+    async def get_content(self, owner: str, repo: str, path: str, ref: str) -> str | None: ...
+    async def request_reviewers(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        *,
+        reviewers: Sequence[str] = ...,
+        team_reviewers: Sequence[str] = ...,
+    ) -> JSONObject: ...
+
+
+@dataclass(frozen=True)
+class LaneRequest(RepoTarget):
+    pr: int
+    sha: str
+    job_id: int | None
+
+    @classmethod
+    def from_job(cls, job: Job) -> LaneRequest:
+        p = job.payload
+        return cls(
+            **cls.target_fields(p),
+            pr=int(p["pr"]),
+            sha=str(p["sha"]),
+            job_id=job.id,
+        )
+
+
+def episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
+    """Events since the last push by someone other than the bot (DESIGN.md: an episode)."""
+    for index in range(len(events) - 1, -1, -1):
+        if events[index].kind == EventKind.PUSH:
+            return events[index:]
+    return events
+
+
+def latest_runs(runs: Sequence[Mapping[str, Any]], *, app_slug: str) -> list[Mapping[str, Any]]:
+    """Other apps' check runs, the newest per (app, name): a re-run adds a run with the same name
+    and the old red one must not hold the PR back. Shepherd's own check is not CI."""
+    newest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for run in runs:
+        slug = str((run.get("app") or {}).get("slug") or "")
+        name = str(run.get("name") or "")
+        if slug == app_slug or name == CHECK_NAME:
+            continue
+        key = (slug, name)
+        if key not in newest or int(run.get("id", 0)) > int(newest[key].get("id", 0)):
+            newest[key] = run
+    return list(newest.values())
+
+
+def checks_state(runs: Sequence[Mapping[str, Any]]) -> ChecksState:
+    """``none`` until some CI reports (right after a push nothing may be registered yet, and
+    green-by-absence would ask reviewers too early), then ``running``, ``red`` or ``green``."""
+    if not runs:
+        return "none"
+    if any(run.get("status") != "completed" for run in runs):
+        return "running"
+    if any(run.get("conclusion") not in GREEN for run in runs):
+        return "red"
+    return "green"
+
+
+def handoff_human(
+    pull: Mapping[str, Any], agent: Mapping[str, Any], config: RepoConfig
+) -> str | None:
+    """Who takes over an agent PR: a human assignee, else the human who launched the agent
+    (the triage's ``launched_by``), else the configured fallback."""
+    for assignee in pull.get("assignees") or []:
+        login = str(assignee.get("login") or "")
+        if login and assignee.get("type") != "Bot" and not login.lower().endswith("[bot]"):
+            return login
+    launched_by = agent.get("launched_by")
+    if launched_by:
+        return str(launched_by)
+    return config.agent_lane.fallback_assignee
+
+
+async def _record(reporter: Reporter, kind: str, **data: Any) -> None:
+    await reporter.store.append_event(
+        EventSpec(
+            repo=reporter.full_name, pr=reporter.pr, kind=kind, data=data, job_id=reporter.job_id
+        )
+    )
+
+
+async def request_reviewers(
+    gh: LaneGitHub,
+    reporter: Reporter,
+    pull: Mapping[str, Any],
+    *,
+    users: Sequence[str],
+    teams: Sequence[str],
+    sha: str,
+    reason: str,
+) -> tuple[list[str], list[str]]:
+    """Ask ``users`` and ``teams`` to review, skipping the author and anyone already asked, and
+    record the request (even an empty one: the record is what makes the lane ask only once).
+
+    GitHub answers 422 for the whole request when one login is not a collaborator; the names are
+    then asked one at a time so one outsider does not block the others, and the refused ones are
+    logged and recorded. Returns (users, teams) asked, including those already asked before.
+    """
+    author = str((pull.get("user") or {}).get("login", "")).lower()
+    have_users = {
+        str(r.get("login", "")).lower() for r in pull.get("requested_reviewers") or [] if r
+    }
+    have_teams = {str(t.get("slug", "")).lower() for t in pull.get("requested_teams") or [] if t}
+    new_users = [u for u in dict.fromkeys(users) if u.lower() not in have_users | {author}]
+    new_teams = [t for t in dict.fromkeys(teams) if t.lower() not in have_teams]
+    asked_users = [u for u in users if u.lower() in have_users]
+    asked_teams = [t for t in teams if t.lower() in have_teams]
+    refused: list[str] = []
+    owner, repo, number = reporter.owner, reporter.repo, reporter.pr
+    if new_users or new_teams:
+        try:
+            await gh.request_reviewers(
+                owner, repo, number, reviewers=new_users, team_reviewers=new_teams
+            )
+            asked_users += new_users
+            asked_teams += new_teams
+        except GitHubError as exc:
+            if exc.status != 422:
+                raise
+            log.info("review request for %s#%s refused (%s); asking one by one", repo, number, exc)
+            for login in new_users:
+                if await _request_one(gh, reporter, reviewers=[login]):
+                    asked_users.append(login)
+                else:
+                    refused.append(login)
+            for slug in new_teams:
+                if await _request_one(gh, reporter, team_reviewers=[slug]):
+                    asked_teams.append(slug)
+                else:
+                    refused.append(f"team:{slug}")
+    await _record(
+        reporter,
+        EventKind.REVIEWERS_REQUESTED,
+        sha=sha,
+        reason=reason,
+        reviewers=[u for u in new_users if u not in refused],
+        teams=[t for t in new_teams if f"team:{t}" not in refused],
+        refused=refused,
+    )
+    return asked_users, asked_teams
+
+
+async def _request_one(
+    gh: LaneGitHub,
+    reporter: Reporter,
+    *,
+    reviewers: Sequence[str] = (),
+    team_reviewers: Sequence[str] = (),
+) -> bool:
+    try:
+        await gh.request_reviewers(
+            reporter.owner,
+            reporter.repo,
+            reporter.pr,
+            reviewers=reviewers,
+            team_reviewers=team_reviewers,
+        )
+    except GitHubError as exc:
+        if exc.status != 422:
+            raise
+        log.warning(
+            "GitHub refused review by %s on %s#%s: %s",
+            ", ".join([*reviewers, *team_reviewers]),
+            reporter.full_name,
+            reporter.pr,
+            exc,
+        )
+        return False
+    return True
+
+
+def _names(users: Sequence[str], teams: Sequence[str], owner: str) -> str:
+    # Code spans, not @-mentions: the review request itself notifies them.
+    return ", ".join([f"`{u}`" for u in users] + [f"`{owner}/{t}`" for t in teams])
+
+
+def _failing(runs: Sequence[Mapping[str, Any]]) -> str:
+    names = [str(r.get("name")) for r in runs if r.get("conclusion") not in GREEN]
+    shown = ", ".join(f"`{n[:80]}`" for n in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+async def advance_lane(
+    gh: LaneGitHub,
+    reporter: Reporter,
+    *,
+    pull: Mapping[str, Any],
+    sha: str,
+    config: RepoConfig,
+    triage_json: Mapping[str, Any],
+    app_slug: str,
+) -> str:
+    """Move an agent PR along the lane; returns ``requested``, ``handoff``, ``waiting`` or
+    ``noop``. Safe to call any number of times: every request is recorded and not repeated."""
+    agent = triage_json.get("agent") or {}
+    if not agent.get("is_agent") or not config.agent_lane.enabled:
+        return "noop"
+    events = await reporter.events()
+    episode = episode_events(events)
+    done = last_event(episode, EventKind.REVIEWERS_REQUESTED, reason=LANE_REASON)
+    if done is not None:
+        return "noop"  # asked once this episode; a push by someone else starts a new one
+    if pull.get("draft"):
+        await reporter.comment(
+            STATUS_SECTION, "⏳ Agent PR in draft: review is requested once it is ready and green."
+        )
+        return "waiting"
+
+    runs = latest_runs(
+        await gh.list_check_runs_for_ref(reporter.owner, reporter.repo, sha), app_slug=app_slug
+    )
+    state = checks_state(runs)
+    if state == "green":
+        count = f"{len(runs)} check{'s' if len(runs) != 1 else ''}"
+        suggested = [str(r) for r in triage_json.get("reviewers") or []]
+        if not config.triage.request_reviewers:
+            # The repository asked for suggestions only; say the PR is ready, once.
+            await _record(
+                reporter, EventKind.REVIEWERS_REQUESTED, sha=sha, reason=LANE_REASON, reviewers=[]
+            )
+            hint = f" Suggested reviewers: {', '.join(suggested)}." if suggested else ""
+            await reporter.comment(
+                STATUS_SECTION, f"✅ All {count} passed: ready for human review.{hint}"
+            )
+            return "requested"
+        users, teams = split_reviewers(suggested)
+        launcher = agent.get("launched_by")
+        if not users and not teams and launcher:
+            users = [str(launcher)]  # no code owner: the person who launched the agent reviews
+        asked_users, asked_teams = await request_reviewers(
+            gh, reporter, pull, users=users, teams=teams, sha=sha, reason=LANE_REASON
+        )
+        if asked_users or asked_teams:
+            text = (
+                f"✅ All {count} passed: review requested from "
+                f"{_names(asked_users, asked_teams, reporter.owner)}. The triage is below."
+            )
+        else:
+            text = f"✅ All {count} passed. No code owner to ask: please request a review."
+        await reporter.comment(STATUS_SECTION, text)
+        return "requested"
+
+    if state == "red":
+        outcome = last_event(events, EventKind.OUTCOME, sha=sha)
+        if outcome is not None and outcome.data.get("outcome") == "handoff":
+            return await _hand_off(gh, reporter, pull, sha=sha, agent=agent, config=config)
+        await reporter.comment(
+            STATUS_SECTION,
+            f"❌ Failing: {_failing(runs)}. Review is held until the checks pass.",
+        )
+        return "waiting"
+
+    pending = sum(1 for r in runs if r.get("status") != "completed")
+    text = (
+        f"⏳ Waiting for {pending} running check{'s' if pending != 1 else ''} before "
+        "requesting review."
+        if pending
+        else "⏳ Waiting for CI to report before requesting review."
+    )
+    await reporter.comment(STATUS_SECTION, text)
+    return "waiting"
+
+
+async def _hand_off(
+    gh: LaneGitHub,
+    reporter: Reporter,
+    pull: Mapping[str, Any],
+    *,
+    sha: str,
+    agent: Mapping[str, Any],
+    config: RepoConfig,
+) -> str:
+    """Shepherd gave up on this head: call in the human behind the agent.
+
+    The issue asks to *assign* that person, but ``issues/add-assignees`` is not among the
+    operations the App may call (../shared/github/openapi-subset.json). An @-mention in the
+    status line notifies them just as well, and a review request puts the PR in their queue;
+    both stay within the subset.
+    """
+    episode = episode_events(await reporter.events())
+    if last_event(episode, EventKind.REVIEWERS_REQUESTED, reason=HANDOFF_REASON, sha=sha):
+        return "noop"
+    human = handoff_human(pull, agent, config)
+    if human is None:
+        await reporter.comment(
+            STATUS_SECTION,
+            "🙋 Shepherd could not fix this agent PR and no human is named for it "
+            "(no human assignee or co-author; `agent_lane.fallback_assignee` is unset).",
+        )
+        await _record(
+            reporter, EventKind.REVIEWERS_REQUESTED, sha=sha, reason=HANDOFF_REASON, reviewers=[]
+        )
+        return "handoff"
+    await request_reviewers(
+        gh, reporter, pull, users=[human], teams=[], sha=sha, reason=HANDOFF_REASON
+    )
+    await reporter.comment(
+        STATUS_SECTION,
+        f"🙋 @{human}: Shepherd could not get this agent PR green. Please take over; "
+        "the repair summary below says what failed and what was tried.",
+    )
+    return "handoff"
+
+
+async def run_agent_lane(
+    gh: LaneGitHub,
+    req: LaneRequest,
+    *,
+    store: Store,
+    app_slug: str,
+    known_fixers: Sequence[str],
+) -> str:
+    """The ``agent_lane`` job: a check suite of the head completed; see whether the lane moves."""
+    pull = await gh.get_pull(req.owner, req.repo, req.pr)
+    if pull.get("state") != "open" or str(pull["head"]["sha"]) != req.sha:
+        return "noop"  # closed, or a newer head has its own checks and its own lane job
+    loaded = load_config(
+        await gh.get_content(req.owner, req.repo, CONFIG_PATH, str(pull["base"]["sha"])),
+        known_fixers=known_fixers,
+    )
+    if not loaded.ok:
+        return "noop"  # the triage job reports the invalid file; nothing acts on it meanwhile
+    reporter = Reporter(
+        gh, store, owner=req.owner, repo=req.repo, pr=req.pr, app_slug=app_slug, job_id=req.job_id
+    )
+    events = await reporter.events()
+    # Agent-ness and owners rarely change with a push, so an older head's triage will do while
+    # this head's triage job (serialized before or after this one) catches up.
+    triaged = last_event(events, EventKind.TRIAGED, sha=req.sha) or last_event(
+        events, EventKind.TRIAGED
+    )
+    if triaged is None:
+        return "noop"  # the triage job advances the lane itself when it runs
+    return await advance_lane(
+        gh,
+        reporter,
+        pull=pull,
+        sha=req.sha,
+        config=loaded.config,
+        triage_json=triaged.data.get("triage") or {},
+        app_slug=app_slug,
+    )
