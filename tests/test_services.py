@@ -374,7 +374,9 @@ async def test_postgres_defaults_and_a_python_client(host: ServiceHost) -> None:
         prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix)}
         extra = [arg for prefix in prefixes for arg in ("--ro-bind", str(prefix), str(prefix))]
         command = command_sandbox(running, [sys.executable, "-c", script], {})
-        command[1:1] = extra
+        # After the sandbox's own mounts: a checkout under /tmp stays visible past its tmpfs.
+        separator = command.index("--")
+        command[separator:separator] = extra
         result = await asyncio.to_thread(
             subprocess.run, command, capture_output=True, text=True, timeout=60
         )
