@@ -130,9 +130,16 @@ async def repair_job(job: Job, deps: JobDeps) -> JobResult:
     if req.pr is None:
         return await _route_to_pull(job, deps, gh, req)
     token = await deps.github.installation_token(req.installation, repo=req.repo)
-    outcome = await run_repair(gh, req, env=deps.repair_env, store=deps.store, token=token.token)
-    observe_outcome(deps.metrics, outcome)
+    outcome = await repair(deps, gh, req, token=token.token)
     return JobResult(outcome.outcome.value, outcome.to_json())
+
+
+async def repair(deps: JobDeps, gh: RepairGitHub, req: RepairRequest, *, token: str) -> Outcome:
+    """The one way into the repair, from CI failures and from commands alike: run it and record
+    its outcome for /metrics."""
+    outcome = await run_repair(gh, req, env=deps.repair_env, store=deps.store, token=token)
+    observe_outcome(deps.metrics, outcome, trigger=req.trigger)
+    return outcome
 
 
 async def _route_to_pull(
@@ -158,8 +165,9 @@ async def _route_to_pull(
     return JobResult("routed", {"pr": number, "routed_to": key})
 
 
-def observe_outcome(metrics: Metrics, outcome: Outcome) -> None:
-    """Per-fixer results, budgets found spent and LLM tokens, for /metrics."""
+def observe_outcome(metrics: Metrics, outcome: Outcome, *, trigger: str) -> None:
+    """The outcome, per-fixer results, budgets found spent and LLM tokens, for /metrics."""
+    metrics.repair_outcomes.labels(trigger, outcome.outcome.value).inc()
     for fix in outcome.fixes:
         metrics.fixer_runs.labels(fix.fixer, "changed" if fix.changed else "unchanged").inc()
     if outcome.outcome is OutcomeKind.HANDOFF:
@@ -180,8 +188,14 @@ async def command_job(job: Job, deps: JobDeps) -> JobResult:
     req = CommandRequest.from_job(job)
     token = await deps.github.installation_token(req.installation, repo=req.repo)
     gh = await deps.github.installation_client(req.installation, repo=req.repo)
-    env = CommandEnv(repair=deps.repair_env, permissions=deps.permissions)
-    report = await run_commands(gh, req, env=env, store=deps.store, token=token.token)
+
+    async def run_repair_now(repair_req: RepairRequest) -> Outcome:
+        return await repair(deps, gh, repair_req, token=token.token)
+
+    env = CommandEnv(
+        repair=deps.repair_env, permissions=deps.permissions, run_repair=run_repair_now
+    )
+    report = await run_commands(gh, req, env=env, store=deps.store)
     return JobResult(report.outcome, report.to_json())
 
 

@@ -32,12 +32,7 @@ from bot.kernel.errors import ShepherdError
 from bot.kernel.problems import Category, NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget
-from bot.repair.job import (
-    RepairEnv,
-    RepairGitHub,
-    RepairRequest,
-    run_repair,
-)
+from bot.repair.job import RepairEnv, RepairGitHub, RepairRequest
 from bot.reporting.report import Reporter
 from bot.reporting.summary import CHECK_NAME, embed_outcome
 from bot.store import EventSpec, Job, PrEvent, Store
@@ -65,6 +60,9 @@ PAUSED_STATUS = (
 #: (repository full name, login), both case-folded → permission. A ``cachetools.TTLCache``
 #: held by the job deps: permissions change rarely, and one comment may carry ten commands.
 PermissionCache = MutableMapping[tuple[str, str], str]
+#: Runs the repair job's function on a request (``bot.app.jobs.repair``): the same path as a CI
+#: failure's repair, so its outcome, fixer runs and LLM tokens reach /metrics the same way.
+RepairRunner = Callable[[RepairRequest], Awaitable[Outcome]]
 
 
 class CommandGitHub(RepairGitHub, TriageGitHub, Protocol):
@@ -122,6 +120,7 @@ class CommandEnv:
 
     repair: RepairEnv
     permissions: PermissionCache
+    run_repair: RepairRunner
 
 
 @dataclass(frozen=True)
@@ -257,7 +256,6 @@ class _Ctx:
     req: CommandRequest
     env: CommandEnv
     store: Store
-    token: str | None
     reporter: Reporter
     pull: JSONObject = field(default_factory=dict)
     events: list[PrEvent] = field(default_factory=list)
@@ -349,9 +347,7 @@ async def _fix(ctx: _Ctx) -> VerbResult:
         )
     before = budget_state(ctx.events, ctx.head, head_has_trailer=False)
     head = ctx.head
-    outcome = await run_repair(
-        ctx.gh, ctx.repair_request("command"), env=ctx.env.repair, store=ctx.store, token=ctx.token
-    )
+    outcome = await ctx.env.run_repair(ctx.repair_request("command"))
     summary = f"{outcome.title} (head `{head[:7]}`)."
     if outcome.outcome is OutcomeKind.NOOP:
         # run_repair reports nothing when there is nothing to repair: say so here.
@@ -474,9 +470,7 @@ async def _resume(ctx: _Ctx) -> VerbResult:
     head = ctx.head
     # Resuming re-arms the automatic behaviour, so the repair runs as if CI had just failed (the
     # LLM rung follows the policy for automatic repairs, not the one for `/shepherd fix`).
-    outcome = await run_repair(
-        ctx.gh, ctx.repair_request("resume"), env=ctx.env.repair, store=ctx.store, token=ctx.token
-    )
+    outcome = await ctx.env.run_repair(ctx.repair_request("resume"))
     return VerbResult(summary=f"Resumed; repair of `{head[:7]}`: {outcome.title}.")
 
 
@@ -525,7 +519,6 @@ async def run_commands(
     *,
     env: CommandEnv,
     store: Store,
-    token: str | None,
 ) -> CommandReport:
     """Authorize, acknowledge, run and report the commands of one comment or button click."""
     reporter = Reporter(
@@ -537,7 +530,7 @@ async def run_commands(
         app_slug=env.repair.app_slug,
         job_id=req.job_id,
     )
-    ctx = _Ctx(gh=gh, req=req, env=env, store=store, token=token, reporter=reporter)
+    ctx = _Ctx(gh=gh, req=req, env=env, store=store, reporter=reporter)
     await ctx.refresh()
     handled = _handled(ctx.events, req.job_id)
     report = CommandReport()
