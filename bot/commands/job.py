@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
 from bot.commands.explain import render_explain
 from bot.commands.parse import (
@@ -35,7 +37,7 @@ from bot.kernel.target import RepoTarget
 from bot.repair.job import RepairEnv, RepairGitHub, RepairRequest
 from bot.reporting.report import Reporter
 from bot.reporting.summary import CHECK_NAME, embed_outcome
-from bot.store import EventSpec, Job, PrEvent, Store
+from bot.store import EventSpec, PrEvent, Store
 from bot.store.episodes import EventKind, budget_state, is_paused
 from bot.triage.job import TriageGitHub, TriageRequest, run_triage
 
@@ -75,43 +77,39 @@ class CommandGitHub(RepairGitHub, TriageGitHub, Protocol):
     ) -> JSONObject: ...
 
 
-@dataclass(frozen=True)
-class RequestedCommand:
+class RequestedCommand(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     verb: str
-    args: tuple[str, ...]
+    args: tuple[str, ...] = ()
     known: bool
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_triple(cls, value: Any) -> Any:
+        # Stored compactly as ``[verb, args, known]``.
+        if isinstance(value, list | tuple):
+            verb, args, known = value
+            return {"verb": verb, "args": args, "known": known}
+        return value
 
-@dataclass(frozen=True)
+    @model_serializer
+    def _as_triple(self) -> list[Any]:
+        return [self.verb, list(self.args), self.known]
+
+
 class CommandRequest(RepoTarget):
+    KIND: ClassVar[str] = "command"
+
     pr: int
     clone_url: str
-    private: bool
+    # Unknown visibility is treated as private: the stricter rule.
+    private: bool = True
     #: None for a button click (there is no comment to react to).
-    comment_id: int | None
+    comment_id: int | None = None
     actor: str
     commands: tuple[RequestedCommand, ...]
-    source: str  # comment | button
-    job_id: int
-
-    @classmethod
-    def from_job(cls, job: Job) -> CommandRequest:
-        p = job.payload
-        return cls(
-            **cls.target_fields(p),
-            pr=int(p["pr"]),
-            clone_url=str(p["clone_url"]),
-            # Unknown visibility is treated as private: the stricter rule.
-            private=bool(p.get("private", True)),
-            comment_id=int(p["comment_id"]) if p.get("comment_id") is not None else None,
-            actor=str(p["actor"]),
-            commands=tuple(
-                RequestedCommand(str(verb), tuple(str(a) for a in args), bool(known))
-                for verb, args, known in p.get("commands", [])
-            ),
-            source=str(p.get("source", "comment")),
-            job_id=job.id,
-        )
+    source: str = "comment"  # comment | button
 
 
 @dataclass(frozen=True)
@@ -521,6 +519,7 @@ async def run_commands(
     store: Store,
 ) -> CommandReport:
     """Authorize, acknowledge, run and report the commands of one comment or button click."""
+    assert req.job_id is not None  # decoded from a leased job
     reporter = Reporter(
         gh,
         store,
