@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import pytest
+from cachetools import TTLCache
 
 from bot.app.web import METRICS, STORE
 from bot.app.worker import WorkerPool
@@ -144,6 +145,9 @@ async def test_non_collaborator_is_refused_once_and_nothing_happens(world: World
 
 async def test_stop_then_ci_failure_does_not_push_and_resume_repairs(world: World) -> None:
     world.repo.permissions["maria"] = "maintain"
+    # The permission cache's clock stands still: the cache hit asserted below must not depend on
+    # how long this test's repair and job environments take on a busy machine (TTL 60 s).
+    world.pool.deps.permissions = TTLCache(maxsize=16, ttl=60, timer=lambda: 0.0)
     pull = world.open_pull("feature", scenario_files(RUFF), number=23)
     head = pull.head_sha
 
