@@ -5,11 +5,10 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 
 from bot.github.webhooks import CheckSuiteEvent
+from bot.triage.lane import LaneRequest
 from handlers.context import HandlerContext
 
 router = routing.Router()
-
-LANE_JOB = "agent_lane"
 
 
 @router.register("check_suite", action="completed")
@@ -24,15 +23,16 @@ async def suite_completed(event: sansio.Event, ctx: HandlerContext) -> None:
             continue
         # Keyed per SHA: the job re-reads every check run, so many suites finishing for one
         # commit collapse into one look at whether everything is green.
+        request = LaneRequest(
+            installation=payload.installation.id,
+            owner=payload.repository.owner.login,
+            repo=payload.repository.name,
+            pr=pr.number,
+            sha=suite.head_sha,
+        )
         ctx.enqueue(
-            LANE_JOB,
+            request,
             f"lane:{repo}#{pr.number}@{suite.head_sha}/{suite.id}",
-            {
-                "installation": payload.installation.id,
-                "repo": repo,
-                "pr": pr.number,
-                "sha": suite.head_sha,
-            },
             concurrency_key=f"{repo}#{pr.number}",
             delay=ctx.repair_debounce,
         )

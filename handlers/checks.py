@@ -18,11 +18,12 @@ from bot.github.webhooks import (
     WorkflowJobEvent,
     WorkflowRunEvent,
 )
+from bot.repair.job import RepairRequest
+from bot.store.episodes import EventKind
 from handlers.context import HandlerContext
 
 router = routing.Router()
 
-REPAIR_JOB = "repair"
 #: The App that owns GitHub Actions' check runs. Its failures arrive as workflow_job too, with
 #: the run attempt that check_run lacks, so check_run from Actions is left to workflow_job.
 
@@ -43,24 +44,24 @@ def enqueue_repair(
     repo = repository.full_name
     # Fork PRs: GitHub leaves pull_requests empty; the job finds the PR by head SHA.
     concurrency = f"{repo}#{numbers[0]}" if numbers else f"{repo}@{sha}"
+    request = RepairRequest(
+        installation=installation_id,
+        owner=repository.owner.login,
+        repo=repository.name,
+        clone_url=repository.clone_url,
+        sha=sha,
+        pr=numbers[0] if numbers else None,
+        attempt=attempt,
+        trigger=trigger,
+    )
     ctx.enqueue(
-        REPAIR_JOB,
+        request,
         f"repair:{repo}@{sha}/{attempt}",
-        {
-            "installation": installation_id,
-            "repo": repo,
-            "clone_url": repository.clone_url,
-            "sha": sha,
-            "prs": numbers,
-            "pr": numbers[0] if numbers else None,
-            "attempt": attempt,
-            "trigger": trigger,
-        },
         concurrency_key=concurrency,
         delay=ctx.repair_debounce,
     )
     for number in numbers:
-        ctx.record(repo, number, "ci.failed", sha=sha, attempt=attempt, via=trigger)
+        ctx.record(repo, number, EventKind.CI_FAILED, sha=sha, attempt=attempt, via=trigger)
 
 
 @router.register("workflow_job", action="completed")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
+from bot.commands.job import CommandRequest, RequestedCommand
 from bot.commands.parse import is_actionable_comment, parse_button, parse_commands
 from bot.github.webhooks import CheckRunEvent, IssueCommentEvent
+from bot.store.episodes import EventKind
 from handlers.context import HandlerContext
 
 router = routing.Router()
-
-COMMAND_JOB = "command"
 
 
 @router.register("issue_comment", action="created")
@@ -34,26 +34,27 @@ async def comment_created(event: sansio.Event, ctx: HandlerContext) -> None:
     if not commands:
         return
     repo = payload.repository.full_name
+    request = CommandRequest(
+        installation=payload.installation.id,
+        owner=payload.repository.owner.login,
+        repo=payload.repository.name,
+        clone_url=payload.repository.clone_url,
+        private=payload.repository.private,
+        pr=issue.number,
+        comment_id=comment.id,
+        actor=comment.user.login,
+        commands=tuple(RequestedCommand(verb=c.verb, args=c.args, known=c.known) for c in commands),
+        source="comment",
+    )
     ctx.enqueue(
-        COMMAND_JOB,
+        request,
         f"command:{repo}#{issue.number}/c{comment.id}",
-        {
-            "installation": payload.installation.id,
-            "repo": repo,
-            "clone_url": payload.repository.clone_url,
-            "private": payload.repository.private,
-            "pr": issue.number,
-            "comment_id": comment.id,
-            "actor": comment.user.login,
-            "commands": [[c.verb, list(c.args), c.known] for c in commands],
-            "source": "comment",
-        },
         concurrency_key=f"{repo}#{issue.number}",
     )
     ctx.record(
         repo,
         issue.number,
-        "command.received",
+        EventKind.COMMAND_RECEIVED,
         actor=comment.user.login,
         verbs=[c.verb[:40] for c in commands],
         comment_id=comment.id,
@@ -75,20 +76,18 @@ async def button_clicked(event: sansio.Event, ctx: HandlerContext) -> None:
     if not prs:
         return
     repo = payload.repository.full_name
+    request = CommandRequest(
+        installation=payload.installation.id,
+        owner=payload.repository.owner.login,
+        repo=payload.repository.name,
+        clone_url=payload.repository.clone_url,
+        private=payload.repository.private,
+        pr=prs[0],
+        comment_id=None,
+        actor=payload.sender.login,
+        commands=(RequestedCommand(verb=verb, known=True),),
+        source="button",
+    )
     ctx.enqueue(
-        COMMAND_JOB,
-        f"button:{repo}#{prs[0]}/{ctx.delivery_id}",
-        {
-            "installation": payload.installation.id,
-            "repo": repo,
-            "clone_url": payload.repository.clone_url,
-            "private": payload.repository.private,
-            "pr": prs[0],
-            "comment_id": None,
-            "actor": payload.sender.login,
-            "commands": [[verb, [], True]],
-            "source": "button",
-            "sha": run.head_sha,
-        },
-        concurrency_key=f"{repo}#{prs[0]}",
+        request, f"button:{repo}#{prs[0]}/{ctx.delivery_id}", concurrency_key=f"{repo}#{prs[0]}"
     )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.kernel.settings import Settings
+from bot.kernel.target import JobRequest
 from bot.store import EventSpec, JobSpec, StoredDelivery
 
 
@@ -37,18 +38,19 @@ class HandlerContext:
 
     def enqueue(
         self,
-        kind: str,
+        request: JobRequest,
         key: str,
-        payload: dict[str, Any],
         *,
         concurrency_key: str | None = None,
         delay: timedelta = timedelta(0),
     ) -> None:
+        """Queue the job that runs ``request`` (its kind is the request's ``KIND``)."""
         self.jobs.append(
             JobSpec(
-                kind=kind,
+                kind=request.KIND,
                 key=key,
-                payload={**payload, "delivery_id": self.delivery_id},
+                # The delivery id rides along for tracing; requests do not read it.
+                payload={**request.payload(), "delivery_id": self.delivery_id},
                 concurrency_key=concurrency_key,
                 run_after=self.now + delay,
             )

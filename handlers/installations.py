@@ -5,19 +5,17 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 
 from bot.github.webhooks import InstallationEvent, InstallationRepositoriesEvent
+from bot.kernel.target import ForgetReposRequest
 from handlers.context import HandlerContext
 
 router = routing.Router()
-
-FORGET_JOB = "forget_repos"
 
 
 def _forget(ctx: HandlerContext, installation_id: int, repos: list[str]) -> None:
     if repos:
         ctx.enqueue(
-            FORGET_JOB,
+            ForgetReposRequest(repos=tuple(sorted(repos))),
             f"forget:{installation_id}/{ctx.delivery_id}",
-            {"installation": installation_id, "repos": sorted(repos)},
         )
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 
 from bot.github.webhooks import PullRequestEvent
+from bot.kernel.target import PrewarmRequest
 from bot.store.episodes import EventKind
+from bot.triage.job import TriageRequest
 from handlers.context import HandlerContext
 
 router = routing.Router()
 
-TRIAGE_JOB = "triage"
 TRIAGE_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review")
-PREWARM_JOB = "prewarm"
 PREWARM_ACTIONS = ("opened", "reopened")
 
 
@@ -31,18 +31,16 @@ async def pull_request_changed(event: sansio.Event, ctx: HandlerContext) -> None
         ctx.record(
             repo, pr.number, EventKind.PUSH, sha=sha, by=payload.sender.login, action=payload.action
         )
+    target = {
+        "installation": payload.installation.id,
+        "owner": payload.repository.owner.login,
+        "repo": payload.repository.name,
+    }
     ctx.enqueue(
-        TRIAGE_JOB,
+        TriageRequest(**target, pr=pr.number, sha=sha, action=payload.action),
         # Keyed by action too: `ready_for_review` on an unchanged head must still run (drafts
         # get no reviewers until then).
         f"triage:{repo}#{pr.number}@{sha}/{payload.action}",
-        {
-            "installation": payload.installation.id,
-            "repo": repo,
-            "pr": pr.number,
-            "sha": sha,
-            "action": payload.action,
-        },
         concurrency_key=f"{repo}#{pr.number}",
     )
     if payload.action in PREWARM_ACTIONS:
@@ -50,13 +48,7 @@ async def pull_request_changed(event: sansio.Event, ctx: HandlerContext) -> None
         # PR starts from the warm pool (one job per base commit, whichever PR opened first).
         base = pr.base.sha
         ctx.enqueue(
-            PREWARM_JOB,
+            PrewarmRequest(**target, sha=base, clone_url=payload.repository.clone_url),
             f"prewarm:{repo}@{base}",
-            {
-                "installation": payload.installation.id,
-                "repo": repo,
-                "sha": base,
-                "clone_url": payload.repository.clone_url,
-            },
             concurrency_key=f"prewarm:{repo}",
         )

@@ -13,7 +13,6 @@ from bot.commands.parse import (
     MAX_COMMANDS,
     MAX_LINE_LENGTH,
     Command,
-    Verb,
     button_action,
     button_identifier,
     is_actionable_comment,
@@ -176,10 +175,12 @@ def test_hostile_body_is_bounded() -> None:
 
 
 def test_registry_shape() -> None:
-    assert [spec.verb for spec in COMMANDS] == [v.value for v in Verb]
-    assert len({spec.verb for spec in COMMANDS}) == len(COMMANDS)
+    verbs = [spec.verb for spec in COMMANDS]
+    assert verbs[:7] == ["fix", "retry", "triage", "explain", "stop", "resume", "help"]
+    assert len(set(verbs)) == len(COMMANDS)
     writers = {spec.verb for spec in COMMANDS if spec.needs_write}
-    assert writers == {"fix", "retry", "stop", "resume", "triage"}
+    assert writers >= {"fix", "retry", "stop", "resume", "triage"}
+    assert not writers & {"explain", "help"}
     assert spec_for("FIX") is COMMANDS[0]
     assert spec_for("frobnicate") is None
 

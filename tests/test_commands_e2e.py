@@ -11,14 +11,18 @@ import re
 from typing import Any
 
 import pytest
+from cachetools import TTLCache
 
-from bot.app.web import STORE
+from bot.app.web import METRICS, STORE
+from bot.app.worker import WorkerPool
 from bot.commands.job import may_run, render_refusal
 from bot.commands.parse import button_identifier, spec_for
 from bot.kernel.errors import StoreError
+from bot.kernel.settings import Settings
 from bot.reporting.summary import extract_outcome
 from bot.store.episodes import EventKind
 from tests.e2e_support import World, git, scenario_files, scenario_log
+from tests.test_agent_ladder import ServerFactory, start_model
 
 RUFF = "af-ruff-check-unused-imports"
 STICKY = "<!-- shepherd:sticky -->"
@@ -141,6 +145,9 @@ async def test_non_collaborator_is_refused_once_and_nothing_happens(world: World
 
 async def test_stop_then_ci_failure_does_not_push_and_resume_repairs(world: World) -> None:
     world.repo.permissions["maria"] = "maintain"
+    # The permission cache's clock stands still: the cache hit asserted below must not depend on
+    # how long this test's repair and job environments take on a busy machine (TTL 60 s).
+    world.pool.deps.permissions = TTLCache(maxsize=16, ttl=60, timer=lambda: 0.0)
     pull = world.open_pull("feature", scenario_files(RUFF), number=23)
     head = pull.head_sha
 
@@ -408,4 +415,40 @@ async def test_a_crash_between_replying_and_recording_does_not_reply_twice(
     assert "/shepherd fix" in reply["body"]
     stats = await store.stats()
     assert stats.jobs_queued == 0
+    world.sim.assert_no_violations()
+
+
+async def test_fix_command_runs_the_repair_job_and_its_outcome_reaches_the_metrics(
+    world: World, aiohttp_server: ServerFactory
+) -> None:
+    """``/shepherd fix`` goes through the repair job's own function: the LLM rung it may use
+    (policy ``command``, the default) and the outcome are counted in /metrics exactly like a
+    repair started by a CI failure."""
+    case = "ag-pytest-off-by-one"
+    sim, url = await start_model(aiohttp_server, case)
+    world.repo.permissions["alice"] = "write"
+    head = world.open_pull("feature", scenario_files(case), number=40).head_sha
+    world.fail_job(head, "test", scenario_log(case))
+    settings = Settings(
+        **{
+            **world.settings.model_dump(),
+            "anthropic_api_key": sim.api_key,
+            "anthropic_base_url": url,
+        }
+    )
+    world.pool = WorkerPool(
+        store=world.client.app[STORE], settings=settings, metrics=world.client.app[METRICS], count=0
+    )
+
+    await _comment(world, 40, "/shepherd fix", user="alice")
+
+    assert git(world.bare, "rev-parse", f"{world.branch_sha('feature')}^") == head
+    metrics = await (await world.client.get("/metrics")).text()
+    assert 'shepherd_repair_outcomes_total{outcome="fixed",trigger="command"} 1.0' in metrics
+    assert 'shepherd_fixer_runs_total{fixer="agent",result="changed"} 1.0' in metrics
+    for kind in ("input", "output"):
+        found = re.search(rf'^shepherd_llm_tokens_total\{{kind="{kind}"\}} (\S+)$', metrics, re.M)
+        assert found is not None, kind
+        assert float(found[1]) > 0, kind
+    assert 'shepherd_jobs_total{kind="command",outcome="done"} 1.0' in metrics
     world.sim.assert_no_violations()

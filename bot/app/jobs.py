@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from cachetools import TTLCache
@@ -20,6 +20,7 @@ from bot.github.client import GitHubApp
 from bot.jobenv.prewarm import prewarm
 from bot.kernel.problems import Outcome, OutcomeKind
 from bot.kernel.settings import Settings
+from bot.kernel.target import ForgetReposRequest, JobRequest, PrewarmRequest, PruneRequest
 from bot.repair.job import RepairEnv, RepairGitHub, RepairRequest, find_pull, run_repair
 from bot.sandbox import Runner
 from bot.store import EventSpec, Job, JobSpec, Store
@@ -115,29 +116,35 @@ class JobDeps:
 
 
 JobRunner = Callable[[Job, JobDeps], Awaitable[JobResult]]
+JobEntry = tuple[str, JobRunner]
+R = TypeVar("R", bound=JobRequest)
 
 
-def _disabled(job: Job) -> JobResult:
-    log.info("GitHub writes are disabled; %s job %s recorded only", job.kind, job.id)
+def _disabled(req: JobRequest) -> JobResult:
+    log.info("GitHub writes are disabled; %s job %s recorded only", req.KIND, req.job_id)
     return JobResult("noop", {"reason": "GitHub credentials are not configured"})
 
 
-async def repair_job(job: Job, deps: JobDeps) -> JobResult:
+async def repair_job(req: RepairRequest, deps: JobDeps) -> JobResult:
     if deps.github is None:
-        return _disabled(job)
-    req = RepairRequest.from_job(job)
+        return _disabled(req)
     gh = await deps.github.installation_client(req.installation, repo=req.repo)
     if req.pr is None:
-        return await _route_to_pull(job, deps, gh, req)
+        return await _route_to_pull(deps, gh, req)
     token = await deps.github.installation_token(req.installation, repo=req.repo)
-    outcome = await run_repair(gh, req, env=deps.repair_env, store=deps.store, token=token.token)
-    observe_outcome(deps.metrics, outcome)
+    outcome = await repair(deps, gh, req, token=token.token)
     return JobResult(outcome.outcome.value, outcome.to_json())
 
 
-async def _route_to_pull(
-    job: Job, deps: JobDeps, gh: RepairGitHub, req: RepairRequest
-) -> JobResult:
+async def repair(deps: JobDeps, gh: RepairGitHub, req: RepairRequest, *, token: str) -> Outcome:
+    """The one way into the repair, from CI failures and from commands alike: run it and record
+    its outcome for /metrics."""
+    outcome = await run_repair(gh, req, env=deps.repair_env, store=deps.store, token=token)
+    observe_outcome(deps.metrics, outcome, trigger=req.trigger)
+    return outcome
+
+
+async def _route_to_pull(deps: JobDeps, gh: RepairGitHub, req: RepairRequest) -> JobResult:
     """``workflow_job`` events (and fork PRs' check events) name no PR, so the handler could not
     give the job the PR's concurrency key. Find the PR by head SHA and re-enqueue the repair
     under ``repo#pr``, so it never runs beside the same PR's triage or command jobs (which edit
@@ -146,20 +153,22 @@ async def _route_to_pull(
     if pull is None:
         return JobResult("noop", {"reason": f"no open pull request has head {req.sha}"})
     number = int(pull["number"])
-    key = f"{job.key}/pr{number}"
+    key = f"repair:{req.full_name}@{req.sha}/{req.attempt}/pr{number}"
+    routed = req.model_copy(update={"pr": number})
     await deps.store.upsert_job(
         JobSpec(
-            kind=job.kind,
+            kind=routed.KIND,
             key=key,
-            payload={**job.payload, "pr": number},
+            payload=routed.payload(),
             concurrency_key=f"{req.full_name}#{number}",
         )
     )
     return JobResult("routed", {"pr": number, "routed_to": key})
 
 
-def observe_outcome(metrics: Metrics, outcome: Outcome) -> None:
-    """Per-fixer results, budgets found spent and LLM tokens, for /metrics."""
+def observe_outcome(metrics: Metrics, outcome: Outcome, *, trigger: str) -> None:
+    """The outcome, per-fixer results, budgets found spent and LLM tokens, for /metrics."""
+    metrics.repair_outcomes.labels(trigger, outcome.outcome.value).inc()
     for fix in outcome.fixes:
         metrics.fixer_runs.labels(fix.fixer, "changed" if fix.changed else "unchanged").inc()
     if outcome.outcome is OutcomeKind.HANDOFF:
@@ -174,21 +183,25 @@ def observe_outcome(metrics: Metrics, outcome: Outcome) -> None:
         metrics.llm_tokens.labels(kind).inc(count)
 
 
-async def command_job(job: Job, deps: JobDeps) -> JobResult:
+async def command_job(req: CommandRequest, deps: JobDeps) -> JobResult:
     if deps.github is None:
-        return _disabled(job)
-    req = CommandRequest.from_job(job)
+        return _disabled(req)
     token = await deps.github.installation_token(req.installation, repo=req.repo)
     gh = await deps.github.installation_client(req.installation, repo=req.repo)
-    env = CommandEnv(repair=deps.repair_env, permissions=deps.permissions)
-    report = await run_commands(gh, req, env=env, store=deps.store, token=token.token)
+
+    async def run_repair_now(repair_req: RepairRequest) -> Outcome:
+        return await repair(deps, gh, repair_req, token=token.token)
+
+    env = CommandEnv(
+        repair=deps.repair_env, permissions=deps.permissions, run_repair=run_repair_now
+    )
+    report = await run_commands(gh, req, env=env, store=deps.store)
     return JobResult(report.outcome, report.to_json())
 
 
-async def triage_job(job: Job, deps: JobDeps) -> JobResult:
+async def triage_job(req: TriageRequest, deps: JobDeps) -> JobResult:
     if deps.github is None:
-        return _disabled(job)
-    req = TriageRequest.from_job(job)
+        return _disabled(req)
     gh = await deps.github.installation_client(req.installation, repo=req.repo)
     result = await run_triage(
         gh,
@@ -200,10 +213,9 @@ async def triage_job(job: Job, deps: JobDeps) -> JobResult:
     return JobResult(result.outcome, result.to_json())
 
 
-async def agent_lane_job(job: Job, deps: JobDeps) -> JobResult:
+async def agent_lane_job(req: LaneRequest, deps: JobDeps) -> JobResult:
     if deps.github is None:
-        return _disabled(job)
-    req = LaneRequest.from_job(job)
+        return _disabled(req)
     gh = await deps.github.installation_client(req.installation, repo=req.repo)
     outcome = await run_agent_lane(
         gh,
@@ -215,40 +227,36 @@ async def agent_lane_job(job: Job, deps: JobDeps) -> JobResult:
     return JobResult(outcome)
 
 
-async def prewarm_job(job: Job, deps: JobDeps) -> JobResult:
+async def prewarm_job(req: PrewarmRequest, deps: JobDeps) -> JobResult:
     """A pull request opened: prepare its base branch's job environments in the warm pool."""
     if deps.github is None or deps.repair_env.environments is None:
-        return _disabled(job)
-    p = job.payload
-    repo, sha = str(p["repo"]), str(p["sha"])
-    token = await deps.github.installation_token(int(p["installation"]), repo=repo)
+        return _disabled(req)
+    repo, sha, key = req.full_name, req.sha, f"prewarm-{req.job_id}"
+    token = await deps.github.installation_token(req.installation, repo=req.repo)
     runner = deps.repair_env.runner_factory()
     environments = deps.repair_env.environments.for_runner(runner)
     if environments is None:
         return JobResult("noop", {"reason": "job environments need bubblewrap"})
     try:
         async with deps.workspaces.checkout(
-            str(p["clone_url"]), repo, sha, job_id=f"prewarm-{job.id}", token=token.token
+            req.clone_url, repo, sha, job_id=key, token=token.token
         ) as wt:
             files = await read_tree_files(wt, sha, ".github/workflows")
-            done = await prewarm(
-                environments, wt, files, key=f"prewarm-{job.id}", name=repo.split("/")[-1]
-            )
+            done = await prewarm(environments, wt, files, key=key, name=req.repo)
     finally:
         await environments.aclose()
     return JobResult("done", {"jobs": done})
 
 
-async def forget_repos_job(job: Job, deps: JobDeps) -> JobResult:
+async def forget_repos_job(req: ForgetReposRequest, deps: JobDeps) -> JobResult:
     """The App was uninstalled or lost repositories: drop their mirror clones."""
-    repos = [str(r) for r in job.payload.get("repos", [])]
-    removed = [repo for repo in repos if await deps.workspaces.forget(repo)]
+    removed = [repo for repo in req.repos if await deps.workspaces.forget(repo)]
     return JobResult("done", {"removed": removed})
 
 
-async def prune_job(job: Job, deps: JobDeps) -> JobResult:
+async def prune_job(req: PruneRequest, deps: JobDeps) -> JobResult:
     """Retention: finished deliveries older than ``retention_days`` go, and their bodies."""
-    before = datetime.now(UTC) - timedelta(days=int(job.payload["retention_days"]))
+    before = datetime.now(UTC) - timedelta(days=req.retention_days)
     pruned = await deps.store.prune_deliveries(before)
     log.info(
         "retention: %d deliveries received before %s pruned, %d log segments deleted",
@@ -264,12 +272,25 @@ async def prune_job(job: Job, deps: JobDeps) -> JobResult:
     )
 
 
-JOB_RUNNERS: dict[str, JobRunner] = {
-    "repair": repair_job,
-    "forget_repos": forget_repos_job,
-    "prune": prune_job,
-    "triage": triage_job,
-    "agent_lane": agent_lane_job,
-    "command": command_job,
-    "prewarm": prewarm_job,
-}
+def _runs(request: type[R], run: Callable[[R, JobDeps], Awaitable[JobResult]]) -> JobEntry:
+    """The registry entry for ``request``: its kind, and ``run`` on the request decoded once
+    from the job's stored payload."""
+
+    async def runner(job: Job, deps: JobDeps) -> JobResult:
+        return await run(request.decode(job.payload, job_id=job.id), deps)
+
+    return request.KIND, runner
+
+
+#: The one registry: each request class with the function that runs it, keyed by its ``KIND``.
+JOB_RUNNERS: dict[str, JobRunner] = dict(
+    (
+        _runs(RepairRequest, repair_job),
+        _runs(TriageRequest, triage_job),
+        _runs(LaneRequest, agent_lane_job),
+        _runs(CommandRequest, command_job),
+        _runs(PrewarmRequest, prewarm_job),
+        _runs(ForgetReposRequest, forget_repos_job),
+        _runs(PruneRequest, prune_job),
+    )
+)

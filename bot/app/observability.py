@@ -82,25 +82,26 @@ class Metrics:
     """The Prometheus metrics of one Shepherd process."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.deliveries = Counter(
+        self.registry = r = CollectorRegistry(auto_describe=True)
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, list(labels), registry=r)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, list(labels), registry=r)
+
+        self.deliveries = counter(
             "shepherd_deliveries_total",
             "Webhook deliveries received, by event and result.",
-            ["event", "result"],
-            registry=r,
-        )
-        self.handler_runs = Counter(
+            "event", "result",
+        )  # fmt: skip
+        self.handler_runs = counter(
             "shepherd_handler_runs_total",
             "Handler invocations, by handler and result.",
-            ["handler", "result"],
-            registry=r,
-        )
-        self.jobs = Counter(
-            "shepherd_jobs_total",
-            "Jobs finished, by kind and outcome.",
-            ["kind", "outcome"],
-            registry=r,
+            "handler", "result",
+        )  # fmt: skip
+        self.jobs = counter(
+            "shepherd_jobs_total", "Jobs finished, by kind and outcome.", "kind", "outcome"
         )
         self.job_duration = Histogram(
             "shepherd_job_duration_seconds",
@@ -109,45 +110,36 @@ class Metrics:
             registry=r,
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
         )
-        self.fixer_runs = Counter(
-            "shepherd_fixer_runs_total",
-            "Fixer runs, by fixer and result.",
-            ["fixer", "result"],
-            registry=r,
+        self.fixer_runs = counter(
+            "shepherd_fixer_runs_total", "Fixer runs, by fixer and result.", "fixer", "result"
         )
-        self.budget_exhausted = Counter(
-            "shepherd_budget_exhausted_total",
-            "Budgets found spent, by budget.",
-            ["budget"],
-            registry=r,
+        self.budget_exhausted = counter(
+            "shepherd_budget_exhausted_total", "Budgets found spent, by budget.", "budget"
         )
-        self.llm_tokens = Counter(
+        self.repair_outcomes = counter(
+            "shepherd_repair_outcomes_total",
+            "Repairs finished, by trigger (workflow_job, check_run, command, resume, ...) and "
+            "outcome (fixed, rerun, handoff, noop).",
+            "trigger", "outcome",
+        )  # fmt: skip
+        self.llm_tokens = counter(
             "shepherd_llm_tokens_total",
             "LLM tokens, by kind (input, output, cache_read, cache_write).",
-            ["kind"],
-            registry=r,
+            "kind",
         )
-        self.github_calls = Counter(
+        self.github_calls = counter(
             "shepherd_github_api_calls_total",
             "GitHub API calls, by method and status.",
-            ["method", "status"],
-            registry=r,
+            "method", "status",
+        )  # fmt: skip
+        self.github_rate_remaining = gauge(
+            "shepherd_github_rate_limit_remaining", "Last seen x-ratelimit-remaining."
         )
-        self.github_rate_remaining = Gauge(
-            "shepherd_github_rate_limit_remaining",
-            "Last seen x-ratelimit-remaining.",
-            registry=r,
+        self.queue_depth = gauge(
+            "shepherd_queue_depth", "Queued work, by kind (deliveries, jobs).", "kind"
         )
-        self.queue_depth = Gauge(
-            "shepherd_queue_depth",
-            "Queued work, by kind (deliveries, jobs).",
-            ["kind"],
-            registry=r,
-        )
-        self.queue_age = Gauge(
-            "shepherd_queue_oldest_age_seconds",
-            "Age of the oldest runnable job.",
-            registry=r,
+        self.queue_age = gauge(
+            "shepherd_queue_oldest_age_seconds", "Age of the oldest runnable job."
         )
 
     # The GitHub client reports through this narrow hook, so it never imports prometheus.

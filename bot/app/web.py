@@ -113,6 +113,7 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def _ingest(request: web.Request) -> web.Response:
+    """Verify, record durably, answer: GitHub waits 10 s and never retries a failed delivery."""
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     secret = settings.github_webhook_secret
@@ -125,12 +126,50 @@ async def _ingest(request: web.Request) -> web.Response:
                 "No GitHub App is configured yet; register one from this server's setup page.",
             )
         )
-
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise ProblemError(_too_large(settings.max_body_bytes))
     body = await request.read()
-
     event = request.headers.get("X-GitHub-Event", "")
+    _verify_signature(request, body, secret.get_secret_value(), metrics)
+    if request.content_type != "application/json":
+        metrics.deliveries.labels(event or "unknown", "bad_content_type").inc()
+        raise ProblemError(
+            Problem.of(
+                "unsupported-media-type",
+                "Unsupported media type",
+                415,
+                f"Expected application/json, got {request.content_type!r}; set the App's "
+                "webhook content type to application/json.",
+            )
+        )
+    delivery_id = _delivery_id(request, event)
+    try:
+        envelope = read_envelope(body)
+    except PayloadError as exc:
+        metrics.deliveries.labels(event, "malformed").inc()
+        raise ProblemError(Problem.of("malformed-json", "Malformed JSON", 400, str(exc))) from None
+    delivery = NewDelivery(
+        id=delivery_id,
+        event=event,
+        action=envelope.action,
+        installation_id=envelope.installation_id,
+        repo=envelope.repo,
+        payload=body,
+        received_at=datetime.now(UTC),
+    )
+    inserted = await _record(request, delivery)
+    metrics.deliveries.labels(event, "accepted" if inserted else "duplicate").inc()
+    return web.Response(
+        body=orjson.dumps(
+            {"delivery": delivery_id, "status": "accepted" if inserted else "duplicate"}
+        ),
+        status=202 if inserted else 200,
+        content_type="application/json",
+    )
+
+
+def _verify_signature(request: web.Request, body: bytes, secret: str, metrics: Metrics) -> None:
+    """``X-Hub-Signature-256`` over the raw body, before anything else reads it."""
     signature = request.headers.get("X-Hub-Signature-256")
     if not signature:
         # Unverified requests never name a label: a label per attacker-chosen event name would
@@ -145,7 +184,7 @@ async def _ingest(request: web.Request) -> web.Response:
             )
         )
     try:
-        validate_event(body, signature=signature, secret=secret.get_secret_value())
+        validate_event(body, signature=signature, secret=secret)
     except ValidationFailure:
         metrics.deliveries.labels("unverified", "bad_signature").inc()
         raise ProblemError(
@@ -157,17 +196,8 @@ async def _ingest(request: web.Request) -> web.Response:
             )
         ) from None
 
-    if request.content_type != "application/json":
-        metrics.deliveries.labels(event or "unknown", "bad_content_type").inc()
-        raise ProblemError(
-            Problem.of(
-                "unsupported-media-type",
-                "Unsupported media type",
-                415,
-                f"Expected application/json, got {request.content_type!r}; set the App's "
-                "webhook content type to application/json.",
-            )
-        )
+
+def _delivery_id(request: web.Request, event: str) -> str:
     delivery_id = request.headers.get("X-GitHub-Delivery", "")
     missing = [
         name
@@ -184,26 +214,16 @@ async def _ingest(request: web.Request) -> web.Response:
                 "header-invalid", "Invalid delivery id", 400, "X-GitHub-Delivery is malformed."
             )
         )
-    try:
-        envelope = read_envelope(body)
-    except PayloadError as exc:
-        metrics.deliveries.labels(event, "malformed").inc()
-        raise ProblemError(Problem.of("malformed-json", "Malformed JSON", 400, str(exc))) from None
+    return delivery_id
 
-    delivery = NewDelivery(
-        id=delivery_id,
-        event=event,
-        action=envelope.action,
-        installation_id=envelope.installation_id,
-        repo=envelope.repo,
-        payload=body,
-        received_at=datetime.now(UTC),
-    )
+
+async def _record(request: web.Request, delivery: NewDelivery) -> bool:
+    """Store the delivery; whether it is new (a redelivery carries the same GUID)."""
     try:
-        inserted = await request.app[STORE].record_delivery(delivery)
+        return await request.app[STORE].record_delivery(delivery)
     except StoreError as exc:
-        log.warning("could not store delivery %s: %s", delivery_id, exc)
-        metrics.deliveries.labels(event, "store_unavailable").inc()
+        log.warning("could not store delivery %s: %s", delivery.id, exc)
+        request.app[METRICS].deliveries.labels(delivery.event, "store_unavailable").inc()
         raise ProblemError(
             Problem.of(
                 "store-unavailable",
@@ -214,14 +234,6 @@ async def _ingest(request: web.Request) -> web.Response:
                 retry_after=30,
             )
         ) from exc
-    metrics.deliveries.labels(event, "accepted" if inserted else "duplicate").inc()
-    return web.Response(
-        body=orjson.dumps(
-            {"delivery": delivery_id, "status": "accepted" if inserted else "duplicate"}
-        ),
-        status=202 if inserted else 200,
-        content_type="application/json",
-    )
 
 
 async def healthz(request: web.Request) -> web.Response:

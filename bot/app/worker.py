@@ -25,6 +25,7 @@ from bot.app.jobs import JOB_RUNNERS, JobDeps, JobResult
 from bot.app.observability import Metrics, log_context
 from bot.kernel.errors import ShepherdError, StoreError
 from bot.kernel.settings import Settings
+from bot.kernel.target import PruneRequest
 from bot.store import Job, JobSpec, Store, StoredDelivery
 from handlers import ROUTERS
 from handlers.context import HandlerContext
@@ -199,10 +200,11 @@ class WorkerPool:
         """Enqueue one ``prune`` job per period, for as long as the pool runs."""
         while not self._stopping.is_set():
             period = int(time.time() // RETENTION_EVERY_SECONDS)
+            request = PruneRequest(retention_days=self.settings.retention_days)
             spec = JobSpec(
-                kind="prune",
+                kind=request.KIND,
                 key=f"prune:{period}",
-                payload={"retention_days": self.settings.retention_days},
+                payload=request.payload(),
                 max_attempts=3,
             )
             try:

@@ -108,7 +108,7 @@ _RENDERERS: dict[str, Callable[[PrEvent], str]] = {
         f"push by {_code(e.data.get('by'), 40)}: head {_sha(e.data.get('sha'))}, "
         "a new episode (budgets re-armed)"
     ),
-    "ci.failed": lambda e: (
+    EventKind.CI_FAILED: lambda e: (
         f"CI failed on {_sha(e.data.get('sha'))} "
         f"(seen via {_code(e.data.get('via'), 30)}, attempt {e.data.get('attempt')})"
     ),
@@ -130,7 +130,7 @@ _RENDERERS: dict[str, Callable[[PrEvent], str]] = {
     EventKind.PAUSED: lambda e: f"**paused** by {_code(e.data.get('by'), 40)}",
     EventKind.RESUMED: lambda e: f"**resumed** by {_code(e.data.get('by'), 40)}",
     EventKind.COMMAND: _command,
-    "command.received": lambda e: (
+    EventKind.COMMAND_RECEIVED: lambda e: (
         f"comment by {_code(e.data.get('actor'), 40)} with "
         f"{_code(', '.join(map(str, e.data.get('verbs') or [])), 80)}"
     ),

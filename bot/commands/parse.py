@@ -1,8 +1,8 @@
-"""Prow-style PR comment commands: the verb registry, the parser, help and check-run buttons.
+"""Prow-style PR comment commands: the parser, help and check-run buttons.
 
-``COMMANDS`` is the single source of truth: the parser recognises exactly its verbs, ``render_help``
-renders it, and the check-run buttons are derived from it, so help text cannot drift from what
-the bot accepts. Pure: no I/O.
+``COMMANDS`` (the specs of the verb registry, ``bot.commands.verbs``) is the single source of
+truth: the parser recognises exactly its verbs, ``render_help`` renders it, and the check-run
+buttons are derived from it, so help text cannot drift from what the bot accepts. Pure: no I/O.
 
 A command is one line of a comment, at the start of the line (leading whitespace allowed),
 case-insensitive: ``/shepherd <verb> [args...]`` or ``@<app-slug> <verb> [args...]``. Lines in
@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 
+from bot.commands.spec import COMMAND_PREFIX, CommandSpec
+from bot.commands.verbs import VERBS
 from bot.reporting.summary import Button
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "MAX_LINE_LENGTH",
     "Command",
     "CommandSpec",
-    "Verb",
     "button_action",
     "button_identifier",
     "check_run_button",
@@ -40,8 +40,6 @@ __all__ = [
     "render_help",
     "spec_for",
 ]
-
-COMMAND_PREFIX = "/shepherd"
 
 #: Hostile input bound: a comment yields at most this many commands; the rest are dropped.
 MAX_COMMANDS = 10
@@ -56,78 +54,10 @@ MAX_BUTTON_DESCRIPTION = 40
 BUTTON_PREFIX = "shepherd:"
 
 
-class Verb(StrEnum):
-    """The verbs Shepherd understands."""
-
-    fix = "fix"
-    retry = "retry"
-    triage = "triage"
-    explain = "explain"
-    stop = "stop"
-    resume = "resume"
-    help = "help"
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    """One command: its verb, what it does, who may run it, and its check-run button if any."""
-
-    verb: str
-    help: str
-    needs_write: bool
-    button_label: str | None
-    button_description: str | None = None
-
-
-COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec(
-        verb=Verb.fix,
-        help="Try to repair the failed checks on this PR's head: known autofixes first, "
-        "then at most one LLM attempt. Pushes only a verified fix.",
-        needs_write=True,
-        button_label="Try a fix",
-        button_description="Apply a verified fix for failed checks",
-    ),
-    CommandSpec(
-        verb=Verb.retry,
-        help="Re-run the failed CI jobs of the current head once.",
-        needs_write=True,
-        button_label="Re-run failed jobs",
-        button_description="Re-run the failed CI jobs once",
-    ),
-    CommandSpec(
-        verb=Verb.triage,
-        help="Recompute size, area and risk labels and suggest reviewers.",
-        needs_write=True,
-        button_label=None,
-    ),
-    CommandSpec(
-        verb=Verb.explain,
-        help="Explain why the checks failed, without changing anything.",
-        needs_write=False,
-        button_label=None,
-    ),
-    CommandSpec(
-        verb=Verb.stop,
-        help="Stop Shepherd acting on this PR (no fixes, re-runs or labels) until resumed.",
-        needs_write=True,
-        button_label="Stop Shepherd",
-        button_description="Stop automatic actions on this PR",
-    ),
-    CommandSpec(
-        verb=Verb.resume,
-        help="Let Shepherd act on this PR again after a stop.",
-        needs_write=True,
-        button_label="Resume Shepherd",
-        button_description="Resume automatic actions on this PR",
-    ),
-    CommandSpec(
-        verb=Verb.help,
-        help="Show this list of commands.",
-        needs_write=False,
-        button_label=None,
-    ),
-)
+#: In help's order; ``spec_for`` and the buttons read it.
+COMMANDS: tuple[CommandSpec, ...] = tuple(verb.spec for verb in VERBS)
+#: What ``/shepherd`` alone means.
+BARE_VERB = "help"
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +157,7 @@ def parse_commands(body: str, *, app_slug: str) -> list[Command]:
         if match is None:
             continue
         words = (match["rest"] or "").split()
-        verb = words[0].lower() if words else Verb.help.value
+        verb = words[0].lower() if words else BARE_VERB
         commands.append(
             Command(
                 verb=verb,

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from bot.diagnosis.classify import file_locations
 from bot.diagnosis.logs import distill_steps
@@ -57,7 +57,7 @@ from bot.reporting.report import Reporter, ReportGitHub
 from bot.reporting.suggestions import suggestions
 from bot.reporting.summary import Button, render_check_run, render_outcome_markdown
 from bot.sandbox import Runner
-from bot.store import EventSpec, Job
+from bot.store import EventSpec
 from bot.store.episodes import (
     BudgetState,
     EventKind,
@@ -124,25 +124,16 @@ class RepairGitHub(ReportGitHub, Protocol):
     ) -> JSONObject: ...
 
 
-@dataclass(frozen=True)
 class RepairRequest(RepoTarget):
-    sha: str
-    pr: int | None
-    clone_url: str
-    trigger: str  # workflow_job | workflow_run | check_run | command
-    job_id: int
+    KIND: ClassVar[str] = "repair"
 
-    @classmethod
-    def from_job(cls, job: Job) -> RepairRequest:
-        p = job.payload
-        return cls(
-            **cls.target_fields(p),
-            sha=str(p["sha"]),
-            pr=int(p["pr"]) if p.get("pr") is not None else None,
-            clone_url=str(p["clone_url"]),
-            trigger=str(p.get("trigger", "check")),
-            job_id=job.id,
-        )
+    sha: str
+    #: None until found: fork PRs' and ``workflow_job`` events name no PR.
+    pr: int | None = None
+    clone_url: str
+    trigger: str = "check"  # workflow_job | workflow_run | check_run | command | resume
+    #: The CI run attempt that failed (part of the job key: a re-run's failure is a new job).
+    attempt: int = 1
 
 
 class AgentBuilder(Protocol):
@@ -325,7 +316,7 @@ async def run_repair(
         log.info("no open PR has head %s; nothing to repair", req.sha[:12])
         return Outcome(title="No open pull request for this commit", outcome=OutcomeKind.NOOP)
     pr = int(pull["number"])
-    req = replace(req, pr=pr)
+    req = req.model_copy(update={"pr": pr})
     reporter = Reporter(
         gh, store, owner=req.owner, repo=req.repo, pr=pr, app_slug=env.app_slug, job_id=req.job_id
     )

@@ -20,6 +20,8 @@ class EventKind:
     """The kinds of entries in a PR's event log (shown by ``/shepherd explain``)."""
 
     PUSH = "pr.push"  # someone other than the bot moved the head: a new episode
+    CI_FAILED = "ci.failed"  # a failed CI job or run was delivered; a repair job is queued
+    COMMAND_RECEIVED = "command.received"  # a comment with commands; a command job is queued
     TRIAGED = "pr.triaged"
     CONFIG = "config.read"
     CLASSIFIED = "repair.classified"

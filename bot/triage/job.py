@@ -14,14 +14,14 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from bot.kernel.errors import GitHubError
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget
 from bot.reporting.report import Reporter
 from bot.reporting.summary import CHECK_TEXT_LIMIT, CheckRunOutput
-from bot.store import EventSpec, Job, Store
+from bot.store import EventSpec, Store
 from bot.store.episodes import EventKind, is_paused, last_event
 from bot.triage.codeowners import CODEOWNERS_LOCATIONS, Rule, parse_codeowners, split_reviewers
 from bot.triage.lane import LaneGitHub, advance_lane, request_reviewers
@@ -63,23 +63,12 @@ class TriageGitHub(LaneGitHub, Protocol):
     async def compare(self, owner: str, repo: str, base: str, head: str) -> JSONObject: ...
 
 
-@dataclass(frozen=True)
 class TriageRequest(RepoTarget):
+    KIND: ClassVar[str] = "triage"
+
     pr: int
     sha: str
-    action: str
-    job_id: int | None
-
-    @classmethod
-    def from_job(cls, job: Job) -> TriageRequest:
-        p = job.payload
-        return cls(
-            **cls.target_fields(p),
-            pr=int(p["pr"]),
-            sha=str(p["sha"]),
-            action=str(p.get("action", "opened")),
-            job_id=job.id,
-        )
+    action: str = "opened"
 
 
 @dataclass(frozen=True)

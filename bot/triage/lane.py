@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from bot.kernel.errors import GitHubError
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget
 from bot.reporting.report import Reporter, ReportGitHub
 from bot.reporting.summary import CHECK_NAME
-from bot.store import EventSpec, Job, PrEvent, Store
+from bot.store import EventSpec, PrEvent, Store
 from bot.store.episodes import EventKind, last_event
 from bot.triage.codeowners import split_reviewers
 
@@ -51,21 +50,11 @@ class LaneGitHub(ReportGitHub, Protocol):
     ) -> JSONObject: ...
 
 
-@dataclass(frozen=True)
 class LaneRequest(RepoTarget):
+    KIND: ClassVar[str] = "agent_lane"
+
     pr: int
     sha: str
-    job_id: int | None
-
-    @classmethod
-    def from_job(cls, job: Job) -> LaneRequest:
-        p = job.payload
-        return cls(
-            **cls.target_fields(p),
-            pr=int(p["pr"]),
-            sha=str(p["sha"]),
-            job_id=job.id,
-        )
 
 
 def episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
