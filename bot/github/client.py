@@ -31,6 +31,7 @@ from gidgethub import apps as gh_apps
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import GitHubError, GitHubRateLimited, PushRejected
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "GitHubMetrics",
     "GitHubStats",
     "InstallationToken",
-    "JSONObject",
     "RetryPolicy",
 ]
 
@@ -57,8 +57,6 @@ ANNOTATIONS_PER_REQUEST: Final = 50
 JSON_ACCEPT: Final = "application/vnd.github+json"
 DIFF_ACCEPT: Final = "application/vnd.github.diff"
 RAW_ACCEPT: Final = "application/vnd.github.raw"
-
-JSONObject = dict[str, Any]
 
 
 class GitHubMetrics(Protocol):

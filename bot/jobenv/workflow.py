@@ -87,6 +87,7 @@ from bot.jobenv.expressions import (
     split_template,
     to_string,
 )
+from bot.kernel import JSONObject
 
 __all__ = [
     "WORKSPACE",
@@ -298,7 +299,7 @@ _WorkflowLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _WorkflowLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
-def parse_workflow(text: str) -> dict[str, Any] | None:
+def parse_workflow(text: str) -> JSONObject | None:
     """One workflow file as data, or None when it is too large, not YAML or not a mapping."""
     if len(text) > MAX_WORKFLOW_CHARS:
         return None
@@ -316,7 +317,7 @@ def parse_workflow(text: str) -> dict[str, Any] | None:
 # Small helpers
 
 
-def _mapping(value: object) -> dict[str, Any]:
+def _mapping(value: object) -> JSONObject:
     return value if isinstance(value, dict) else {}
 
 
@@ -478,9 +479,9 @@ def _expand_matrix(strategy: object) -> list[_Combination] | str:
 @dataclass(frozen=True)
 class _Candidate:
     path: str
-    document: dict[str, Any]
+    document: JSONObject
     job_id: str
-    job: dict[str, Any]
+    job: JSONObject
     #: None: the matrix is not known (an expression, or several combinations fit the command).
     matrix: dict[str, Value] | None
     index: int = 0
@@ -555,7 +556,7 @@ def _static_contexts(
 
 
 def _candidates(
-    workflows: list[tuple[str, dict[str, Any]]], github: Context, notes: _Notes
+    workflows: list[tuple[str, JSONObject]], github: Context, notes: _Notes
 ) -> list[_Candidate]:
     found: list[_Candidate] = []
     for path, document in workflows:
@@ -594,7 +595,7 @@ def _candidates(
 
 
 def _display_names(
-    job_id: str, job: dict[str, Any], combo: _Combination, index: int, total: int, github: Context
+    job_id: str, job: JSONObject, combo: _Combination, index: int, total: int, github: Context
 ) -> tuple[str, ...]:
     raw = job.get("name")
     if isinstance(raw, str) and "${{" in raw:
@@ -659,7 +660,7 @@ def _match(parts: list[str | Hole], wanted: str) -> list[str] | None:
     return values
 
 
-def _step_names(raw: dict[str, Any]) -> set[str]:
+def _step_names(raw: JSONObject) -> set[str]:
     """Names a log or ``workflow_job`` may give the step."""
     names: set[str] = set()
     name = raw.get("name")
@@ -809,7 +810,7 @@ class _JobReader:
         return tuple(labels)
 
     def _defaults(
-        self, owner: dict[str, Any], contexts: Mapping[str, Context]
+        self, owner: JSONObject, contexts: Mapping[str, Context]
     ) -> dict[str, str | Unresolvable]:
         """``defaults.run``; an unresolvable value makes every ``run:`` step that uses it skipped."""
         run = _mapping(_mapping(owner.get("defaults")).get("run"))
@@ -1055,7 +1056,7 @@ class _JobReader:
 
     def _run_option(
         self,
-        raw: dict[str, Any],
+        raw: JSONObject,
         key: str,
         contexts: Mapping[str, Context],
         notes: _Notes,
@@ -1230,8 +1231,8 @@ def _brief(value: object) -> str:
 # The entry point
 
 
-def _load(files: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    workflows: list[tuple[str, dict[str, Any]]] = []
+def _load(files: Mapping[str, str]) -> list[tuple[str, JSONObject]]:
+    workflows: list[tuple[str, JSONObject]] = []
     paths = sorted(p for p in files if isinstance(p, str) and p.endswith((".yml", ".yaml")))
     for path in paths[:MAX_WORKFLOW_FILES]:
         text = files[path]
@@ -1241,7 +1242,7 @@ def _load(files: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     return workflows
 
 
-def _job_could_match(job: dict[str, Any], wanted: str) -> bool:
+def _job_could_match(job: JSONObject, wanted: str) -> bool:
     """Whether some ``run:`` of the job matches the command with every expression a wildcard
     (a cheap filter before resolving each matrix combination)."""
     for raw in job.get("steps") or []:
@@ -1336,7 +1337,7 @@ def find_job(
 
 
 def _prefixed(
-    workflows: list[tuple[str, dict[str, Any]]],
+    workflows: list[tuple[str, JSONObject]],
     candidates: list[_Candidate],
     job_name: str,
     notes: _Notes,

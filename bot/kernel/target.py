@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.kernel import JSONObject
+
 
 @dataclass(frozen=True)
 class RepoTarget:
@@ -20,7 +22,7 @@ class RepoTarget:
         return f"{self.owner}/{self.repo}"
 
     @staticmethod
-    def target_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
+    def target_fields(payload: Mapping[str, Any]) -> JSONObject:
         """``installation``, ``owner`` and ``repo`` from a job payload (``repo`` is owner/name)."""
         owner, _, name = str(payload["repo"]).partition("/")
         return {"installation": int(payload["installation"]), "owner": owner, "repo": name}

@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bot.diagnosis.logs import DistilledLog, distill_steps
 from bot.git.workspace import Worktree, local_worktree
 from bot.jobenv.environment import EnvironmentsFactory
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError, WorkspaceError
 from bot.kernel.problems import NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import RepoConfig, load_config
@@ -52,7 +52,7 @@ class LocalResult:
     logs: tuple[DistilledLog, ...]
     plan: Plan
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         data = self.outcome.to_json()
         data["plan"] = self.plan.step.value
         distilled = sum(log.distilled_bytes for log in self.logs)

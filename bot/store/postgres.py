@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
@@ -580,7 +581,7 @@ class PostgresStore:
         owner: str,
         *,
         outcome: str,
-        result: dict[str, Any] | None = None,
+        result: JSONObject | None = None,
         events: Sequence[EventSpec] = (),
     ) -> bool:
         with _mapped("complete_job"):

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
@@ -644,7 +645,7 @@ class SqliteStore:
         owner: str,
         *,
         outcome: str,
-        result: dict[str, Any] | None = None,
+        result: JSONObject | None = None,
         events: Sequence[EventSpec] = (),
     ) -> bool:
         result_json = None if result is None else json.dumps(result)
