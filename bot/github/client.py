@@ -194,6 +194,16 @@ class PlannedWrite:
     body: Any
 
 
+@dataclass(frozen=True)
+class _Retry:
+    """One more attempt: after ``delay`` seconds, because of ``reason``."""
+
+    delay: float
+    reason: str
+    #: The shared throttle was paused for this wait (the wait itself honours it).
+    paused: bool = False
+
+
 class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     """gidgethub's aiohttp client plus versioning, ETags, bounded retries and typed operations.
 
@@ -293,51 +303,75 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 await self.sleep(self._throttle.remaining)
             slept_for_limit = False
             try:
-                status, resp_headers, data = await self._send_once(
+                response = await self._send_once(
                     method, url, headers, body, allow_redirects=allow_redirects
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self._observe(method, 0, None)
-                delay = self._retry.backoff(attempt)
-                if (
-                    not _IDEMPOTENT.get()
-                    or attempt > self._retry.max_retries
-                    or waited + delay > self._retry.max_total_wait
-                ):
-                    raise GitHubError(
-                        self._scrub(
-                            f"GitHub {method} {_path_of(url)} failed after {attempt} attempts: "
-                            f"{type(exc).__name__}"
-                        ),
-                        retryable=True,
-                    ) from exc
-                reason = type(exc).__name__
+                retry = self._after_transport_error(method, url, exc, attempt, waited)
             else:
-                self._observe(method, status, resp_headers)
-                wait = _rate_limit_wait(status, resp_headers, data)
-                if wait is not None:
-                    delay, reason = wait, f"rate limited ({status})"
-                    if self._throttle is not None:
-                        self._throttle.pause(wait)
-                        slept_for_limit = True
-                elif status in _RETRYABLE_5XX and _IDEMPOTENT.get():
-                    delay, reason = self._retry.backoff(attempt), f"server error ({status})"
-                else:
-                    return status, resp_headers, data
-                if attempt > self._retry.max_retries or waited + delay > self._retry.max_total_wait:
-                    # Give the answer to gidgethub, which raises; _mapped turns that into ours.
-                    return status, resp_headers, data
+                answer_retry = self._after_answer(method, response, attempt, waited)
+                if answer_retry is None:
+                    return response
+                retry = answer_retry
+                slept_for_limit = retry.paused
             log.warning(
                 "GitHub %s %s: %s, retry %d/%d in %.2fs",
                 method,
                 _path_of(url),
-                reason,
+                retry.reason,
                 attempt,
                 self._retry.max_retries,
-                delay,
+                retry.delay,
             )
-            await self.sleep(delay)
-            waited += delay
+            await self.sleep(retry.delay)
+            waited += retry.delay
+
+    def _after_transport_error(
+        self, method: str, url: str, exc: Exception, attempt: int, waited: float
+    ) -> _Retry:
+        """The retry after a transport error; GitHubError when it is not idempotent or the
+        retries are spent."""
+        self._observe(method, 0, None)
+        delay = self._retry.backoff(attempt)
+        if (
+            not _IDEMPOTENT.get()
+            or attempt > self._retry.max_retries
+            or waited + delay > self._retry.max_total_wait
+        ):
+            raise GitHubError(
+                self._scrub(
+                    f"GitHub {method} {_path_of(url)} failed after {attempt} attempts: "
+                    f"{type(exc).__name__}"
+                ),
+                retryable=True,
+            ) from exc
+        return _Retry(delay, type(exc).__name__)
+
+    def _after_answer(
+        self,
+        method: str,
+        response: tuple[int, CIMultiDictProxy[str], bytes],
+        attempt: int,
+        waited: float,
+    ) -> _Retry | None:
+        """The retry after a rate limit or a 5xx; None to give the answer to the caller."""
+        status, resp_headers, data = response
+        self._observe(method, status, resp_headers)
+        paused = False
+        wait = _rate_limit_wait(status, resp_headers, data)
+        if wait is not None:
+            delay, reason = wait, f"rate limited ({status})"
+            if self._throttle is not None:
+                self._throttle.pause(wait)
+                paused = True
+        elif status in _RETRYABLE_5XX and _IDEMPOTENT.get():
+            delay, reason = self._retry.backoff(attempt), f"server error ({status})"
+        else:
+            return None
+        if attempt > self._retry.max_retries or waited + delay > self._retry.max_total_wait:
+            # Give the answer to gidgethub, which raises; _mapped turns that into ours.
+            return None
+        return _Retry(delay, reason, paused)
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
