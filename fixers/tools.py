@@ -40,9 +40,7 @@ BUNDLED_NODE_VERSIONS: Mapping[str, str] = {
     "pnpm": "10.34.8",
     "yarn": "1.22.22",
 }
-BUNDLED_PRETTIER_VERSION = BUNDLED_NODE_VERSIONS["prettier"]
 
-PYTHON_TOOLS = frozenset({"ruff", "black", "isort", "uv", "pre-commit", "poetry"})
 NODE_TOOLS = frozenset(BUNDLED_NODE_VERSIONS)
 
 #: Versions are hostile input (they come from the PR): only plain release numbers pass.

@@ -269,9 +269,7 @@ async def test_job_log_download_drops_authorization_on_redirect(
 ) -> None:
     run = github_sim.add_run(repo, head_sha="a" * 40, jobs=[("lint", "##[error]boom\n")])
     client = await app.installation_client(1)
-    jobs = await client.list_jobs_for_run("octo", "demo", run.id)
-    assert [j["name"] for j in jobs] == ["lint"]
-    assert await client.download_job_log("octo", "demo", jobs[0]["id"]) == "##[error]boom\n"
+    assert await client.download_job_log("octo", "demo", run.jobs[0].id) == "##[error]boom\n"
     first = github_sim.calls("actions/download-job-logs-for-workflow-run")[0]
     assert first.headers["authorization"].startswith("token ")
     blob = [r for r in github_sim.requests if r.path.startswith("/_logs/")]
@@ -415,10 +413,6 @@ async def test_issue_operations_round_trip(
     await client.add_labels("octo", "demo", 2, ["size/S", "shepherd/needs-human"])
     assert await client.remove_label("octo", "demo", 2, "size/S") is True
     assert await client.remove_label("octo", "demo", 2, "size/S") is False
-    labels = await client.set_labels("octo", "demo", 2, ["size/M"])
-    assert [label["name"] for label in labels] == ["size/M"]
-    assert await client.create_label("octo", "demo", "brand-new", color="00ff00") is not None
-    assert await client.create_label("octo", "demo", "brand-new") is None
     await client.request_reviewers("octo", "demo", 2, reviewers=["alice"])
     assert github_sim.pulls[("octo/demo", 2)].requested_reviewers == ["alice"]
     assert await client.get_collaborator_permission("octo", "demo", "alice") == "write"
@@ -479,7 +473,6 @@ async def test_errors_are_mapped_and_never_leak_the_token(
     for text in (str(info.value), repr(info.value), caplog.text, repr(client), repr(app)):
         assert token not in text
     assert token not in repr(await app.installation_token(1))
-    assert app.jwt() not in caplog.text
     assert "PRIVATE KEY" not in caplog.text + repr(app)
 
 

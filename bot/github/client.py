@@ -27,7 +27,6 @@ import aiohttp
 import gidgethub
 import gidgethub.aiohttp
 from cachetools import LRUCache, TTLCache
-from gidgethub import apps as gh_apps
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
 
@@ -487,10 +486,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         with self._mapped("PATCH", url, rejected=rejected):
             return await self.patch(url, data=data, accept=JSON_ACCEPT)
 
-    async def _put(self, url: str, data: Any) -> Any:
-        with self._mapped("PUT", url):
-            return await self.put(url, data=data, accept=JSON_ACCEPT)
-
     async def _delete(self, url: str) -> None:
         with self._mapped("DELETE", url):
             await self.delete(url, accept=JSON_ACCEPT)
@@ -622,11 +617,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         return cast(JSONObject, await self._post(url, data, idempotent=False))
 
     # --- actions ---------------------------------------------------------------------------
-
-    async def list_jobs_for_run(self, owner: str, repo: str, run_id: int) -> list[JSONObject]:
-        """``actions/list-jobs-for-workflow-run`` (latest attempt), all pages."""
-        url = f"{self._repo(owner, repo)}/actions/runs/{run_id}/jobs?per_page=100"
-        return [item async for item in self._iter(url, key="jobs")]
 
     async def get_job(self, owner: str, repo: str, job_id: int) -> JSONObject:
         """``actions/get-job-for-workflow-run``."""
@@ -862,13 +852,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         url = f"{self._repo(owner, repo)}/issues/{number}/labels"
         return cast(list[JSONObject], await self._post(url, {"labels": list(labels)}))
 
-    async def set_labels(
-        self, owner: str, repo: str, number: int, labels: Sequence[str]
-    ) -> list[JSONObject]:
-        """``issues/set-labels`` (replaces every label on the issue)."""
-        url = f"{self._repo(owner, repo)}/issues/{number}/labels"
-        return cast(list[JSONObject], await self._put(url, {"labels": list(labels)}))
-
     async def remove_label(self, owner: str, repo: str, number: int, name: str) -> bool:
         """``issues/remove-label``; False when the label was not on the issue."""
         url = f"{self._repo(owner, repo)}/issues/{number}/labels/{_q(name)}"
@@ -879,26 +862,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 return False
             raise
         return True
-
-    async def create_label(
-        self,
-        owner: str,
-        repo: str,
-        name: str,
-        *,
-        color: str = "ededed",
-        description: str | None = None,
-    ) -> JSONObject | None:
-        """``issues/create-label``; None when it already exists."""
-        body: JSONObject = {"name": name, "color": color}
-        if description is not None:
-            body["description"] = description
-        try:
-            return cast(JSONObject, await self._post(f"{self._repo(owner, repo)}/labels", body))
-        except GitHubError as exc:
-            if exc.status == 422:
-                return None
-            raise
 
     # --- git data --------------------------------------------------------------------------
 
@@ -1000,10 +963,6 @@ class GitHubApp:
 
     def __repr__(self) -> str:
         return f"GitHubApp(app_id={self.app_id!r}, api_url={self.api_url!r})"
-
-    def jwt(self) -> str:
-        """An App JWT (RS256, iat back-dated 60 s for clock drift, valid 10 minutes from iat)."""
-        return gh_apps.get_jwt(app_id=self.app_id, private_key=self._private_key.get_secret_value())
 
     async def app_client(self) -> GitHubClient:
         """A client authenticated as the App itself (JWT), e.g. for ``GET /app``."""

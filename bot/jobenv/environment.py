@@ -41,7 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from bot.git.workspace import Worktree
@@ -986,10 +986,6 @@ def _size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(directory, name)).st_size
     return total
-
-
-def with_failing_step(job: WorkflowJob, step: WorkflowStep | None) -> WorkflowJob:
-    return replace(job, failing_step=step)
 
 
 class EnvironmentsFactory:
