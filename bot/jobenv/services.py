@@ -59,7 +59,7 @@ Leftovers of a crashed Shepherd are found by their lock: a job directory whose `
 flocked (or is missing) belongs to no live process. Its servers died with Shepherd (bwrap
 ``--die-with-parent``); any still alive are killed by the pid recorded in ``pid``, checked against
 its recorded start time and pid namespace so a reused pid is never hit. Then the directory is deleted. This runs
-before every start and on ``ServiceHost.reap()``.
+before every start.
 """
 
 from __future__ import annotations
@@ -1003,10 +1003,6 @@ class ServiceHost:
             raise _first_error(failed) from None
         return tuple(task.result() for task in tasks)
 
-    async def reap(self) -> list[Path]:
-        """Delete what crashed Shepherd processes left behind (servers and directories)."""
-        return await asyncio.to_thread(self._reap_now)
-
     # -- job directories, their locks, leftovers -----------------------------------------------
 
     @contextlib.contextmanager
@@ -1048,12 +1044,6 @@ class ServiceHost:
                 job.path.rmdir()
         finally:
             os.close(job.lock_fd)
-
-    def _reap_now(self) -> list[Path]:
-        if not self.services.is_dir():
-            return []
-        with self._services_lock():
-            return self._reap_locked()
 
     def _reap_locked(self) -> list[Path]:
         reaped: list[Path] = []
