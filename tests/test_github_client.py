@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,25 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from bot.github.client import API_VERSION, GitHubApp, GitHubClient, GitHubStats, RetryPolicy
+from bot.github.client import API_VERSION, GitHubApp, GitHubClient, RetryPolicy
 from bot.kernel.errors import GitHubError, GitHubRateLimited, PushRejected
 from tests.ghsim import GitHubSim, SimRepo, commit_files, init_bare_repo
 from tests.ghsim import github_sim as github_sim
+
+
+@dataclass
+class GitHubStats:
+    """In-process counters; satisfies ``GitHubMetrics``."""
+
+    calls: Counter[tuple[str, int]] = field(default_factory=Counter)
+    rate_limit_remaining: int | None = None
+
+    def observe_call(self, method: str, status: int) -> None:
+        self.calls[(method, status)] += 1
+
+    def observe_rate_limit(self, remaining: int) -> None:
+        self.rate_limit_remaining = remaining
+
 
 FAST = RetryPolicy(max_retries=3, max_total_wait=5.0, backoff_base=0.01, backoff_max=0.05)
 

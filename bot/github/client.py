@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +38,6 @@ __all__ = [
     "GitHubApp",
     "GitHubClient",
     "GitHubMetrics",
-    "GitHubStats",
     "InstallationToken",
     "RetryPolicy",
 ]
@@ -66,20 +64,6 @@ class GitHubMetrics(Protocol):
 
     def observe_rate_limit(self, remaining: int) -> None:
         """GitHub reported how many requests are left in the current primary window."""
-
-
-@dataclass
-class GitHubStats:
-    """In-process counters; satisfies :class:`GitHubMetrics`."""
-
-    calls: Counter[tuple[str, int]] = field(default_factory=Counter)
-    rate_limit_remaining: int | None = None
-
-    def observe_call(self, method: str, status: int) -> None:
-        self.calls[(method, status)] += 1
-
-    def observe_rate_limit(self, remaining: int) -> None:
-        self.rate_limit_remaining = remaining
 
 
 @dataclass(frozen=True)
