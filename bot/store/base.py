@@ -190,9 +190,7 @@ class PrActivity:
     repo: str
     pr: int
     events: int
-    first_at: datetime
     last_at: datetime
-    last_kind: str
 
 
 @dataclass(frozen=True)

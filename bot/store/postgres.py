@@ -722,9 +722,7 @@ class PostgresStore:
         with _mapped("pr_activity"):
             async with self._acquire() as conn:
                 rows = await conn.fetch(
-                    """SELECT repo, pr, count(*) AS events, min(created_at) AS first_at,
-                              max(created_at) AS last_at,
-                              (array_agg(kind ORDER BY id DESC))[1] AS last_kind
+                    """SELECT repo, pr, count(*) AS events, max(created_at) AS last_at
                        FROM pr_events
                        WHERE repo = ANY($1::text[]) AND created_at >= $2
                        GROUP BY repo, pr ORDER BY last_at DESC, repo, pr LIMIT $3""",
@@ -737,9 +735,7 @@ class PostgresStore:
                 repo=r["repo"],
                 pr=r["pr"],
                 events=r["events"],
-                first_at=r["first_at"],
                 last_at=r["last_at"],
-                last_kind=r["last_kind"],
             )
             for r in rows
         ]
