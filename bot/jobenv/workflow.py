@@ -706,8 +706,6 @@ class _Step:
     parts: list[str | Hole] | None
     #: True/False: the ``if:`` as evaluated for a setup step; None: undecidable (or no step).
     if_value: bool | None
-    #: Skip reason coming from the ``if:`` alone (kept apart: the failing step ran regardless).
-    if_reason: str | None
     #: Skip reason from an unresolvable value other than the ``run:`` script.
     value_reason: str | None
     #: Skip reason from the ``run:`` script (the failing step's may be completed from the log).
@@ -1041,7 +1039,7 @@ class _JobReader:
             env=_frozen(step_env),
             skip_reason=if_reason or value_reason or script.reason,
         )
-        return _Step(spec, script.parts, if_value, if_reason, value_reason, script.reason, notes)
+        return _Step(spec, script.parts, if_value, value_reason, script.reason, notes)
 
     def _unreadable_step(self, index: int, notes: _Notes) -> _Step:
         spec = WorkflowStep(
@@ -1056,7 +1054,7 @@ class _JobReader:
             env=_frozen(self.env),
             skip_reason="the step is not a mapping",
         )
-        return _Step(spec, None, None, None, spec.skip_reason, None, notes)
+        return _Step(spec, None, None, spec.skip_reason, None, notes)
 
     def _texts(
         self,
