@@ -290,6 +290,49 @@ def _confine(writable: Path, cwd: Path) -> tuple[Path, Path]:
     return writable, cwd
 
 
+def _system_mounts(network: bool) -> list[str]:
+    """The system directories and ``/etc`` files, read-only; a private ``/tmp``, ``/proc``,
+    ``/dev``."""
+    args: list[str] = []
+    for system_dir in _SYSTEM_DIRS:
+        path = Path(system_dir)
+        if path.is_symlink():
+            # Merged-/usr systems: recreate the link instead of binding its target twice.
+            args += ["--symlink", os.readlink(path), system_dir]
+        elif path.exists():
+            args += ["--ro-bind", system_dir, system_dir]
+    etc_files = _ETC_FILES + (_NETWORK_ETC_FILES if network else ())
+    for etc_file in etc_files:
+        if os.path.exists(etc_file):
+            args += ["--ro-bind", os.path.realpath(etc_file), etc_file]
+    private_tmp = "/tmp"  # noqa: S108 - a fresh tmpfs private to this command
+    args += ["--tmpfs", private_tmp, "--proc", "/proc", "--dev", "/dev"]
+    return args
+
+
+def _metadata_mounts(writable: Path, tree: str, metadata: MetadataMark | None) -> list[str]:
+    args: list[str] = []
+    for relative, (kind, *_) in sorted((metadata or {}).items()):
+        if kind in ("file", "dir", "gitdir"):
+            # Git metadata is read-only inside (the worktree's `.git` pointer file, a
+            # checkout's `.git` directory, a submodule's): PR code can neither point it at
+            # a git directory of its own nor edit the config, hooks or index that
+            # Shepherd's git reads. Being a mount point, it cannot be renamed or deleted.
+            args += ["--ro-bind", str(writable / relative), f"{tree}/{relative}"]
+    return args
+
+
+def _layout_mounts(layout: Layout) -> list[str]:
+    """The job environment's binds (setup steps' output, toolchains) and extra arguments."""
+    args: list[str] = []
+    for host, inside in layout.binds:
+        args += ["--bind", str(host), inside]
+    for host, inside in layout.ro_binds:
+        args += ["--ro-bind", str(host), inside]
+    args += list(layout.extra_args)
+    return args
+
+
 class BubblewrapSandbox:
     """Runs commands under bubblewrap: no network, scrubbed env, only the worktree writable."""
 
@@ -348,44 +391,17 @@ class BubblewrapSandbox:
         if network and layout is None:
             args.append("--share-net")
         args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-        for system_dir in _SYSTEM_DIRS:
-            path = Path(system_dir)
-            if path.is_symlink():
-                # Merged-/usr systems: recreate the link instead of binding its target twice.
-                args += ["--symlink", os.readlink(path), system_dir]
-            elif path.exists():
-                args += ["--ro-bind", system_dir, system_dir]
-        etc_files = _ETC_FILES + (_NETWORK_ETC_FILES if network else ())
-        for etc_file in etc_files:
-            if os.path.exists(etc_file):
-                args += ["--ro-bind", os.path.realpath(etc_file), etc_file]
-        private_tmp = "/tmp"  # noqa: S108 - a fresh tmpfs private to this command
-        args += ["--tmpfs", private_tmp, "--proc", "/proc", "--dev", "/dev"]
-        read_only = [*_python_prefixes(), *self.tool_dirs]
-        if self.tool_cache is not None and self.tool_cache.exists():
-            read_only.append(self.tool_cache)
-        for path in read_only:
-            if path.exists():
-                args += ["--ro-bind", str(path), str(path)]
+        args += _system_mounts(network)
+        args += self._tool_mounts()
         tree = str(writable)
         if layout is not None:
             tree = layout.tree
             args += ["--bind", str(layout.home), layout.home_at]
         args += ["--bind", str(writable), tree]
-        for relative, (kind, *_) in sorted((metadata or {}).items()):
-            if kind in ("file", "dir", "gitdir"):
-                # Git metadata is read-only inside (the worktree's `.git` pointer file, a
-                # checkout's `.git` directory, a submodule's): PR code can neither point it at
-                # a git directory of its own nor edit the config, hooks or index that
-                # Shepherd's git reads. Being a mount point, it cannot be renamed or deleted.
-                args += ["--ro-bind", str(writable / relative), f"{tree}/{relative}"]
+        args += _metadata_mounts(writable, tree, metadata)
         chdir = str(cwd)
         if layout is not None:
-            for host, inside in layout.binds:
-                args += ["--bind", str(host), inside]
-            for host, inside in layout.ro_binds:
-                args += ["--ro-bind", str(host), inside]
-            args += list(layout.extra_args)
+            args += _layout_mounts(layout)
             chdir = layout.inside(writable, cwd)
             argv = layout.wrap(argv) if layout.wrap else list(argv)
         for bind in binds:
@@ -394,6 +410,17 @@ class BubblewrapSandbox:
         for name, value in env.items():
             args += ["--setenv", name, value]
         args += ["--", *argv]
+        return args
+
+    def _tool_mounts(self) -> list[str]:
+        """Python, Shepherd's tool directories and the tool cache, read-only."""
+        args: list[str] = []
+        read_only = [*_python_prefixes(), *self.tool_dirs]
+        if self.tool_cache is not None and self.tool_cache.exists():
+            read_only.append(self.tool_cache)
+        for path in read_only:
+            if path.exists():
+                args += ["--ro-bind", str(path), str(path)]
         return args
 
     async def run(

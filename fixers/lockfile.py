@@ -36,6 +36,7 @@ import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 
 import yaml
 
@@ -370,51 +371,24 @@ async def _poetry(ctx: FixContext, files: RepoFiles) -> ToolChoice:
     return prepared
 
 
-async def _command(
-    ctx: FixContext, manager: Manager, files: RepoFiles
-) -> tuple[ToolChoice, ToolRun]:
-    quiet: Mapping[str, str] = {
+# Keeps the node package managers quiet and on the version chosen here.
+_NODE_QUIET: Mapping[str, str] = MappingProxyType(
+    {
         "CI": "true",
         "npm_config_update_notifier": "false",
         # pnpm ≥ 10 would otherwise switch itself to packageManager's version, downloading it
         # from outside the tool cache; the version that runs is chosen here.
         "npm_config_manage_package_manager_versions": "false",
     }
-    if manager.name == "npm":
-        choice = await _node_manager(ctx, "npm", files)
-        flags = ["--ignore-scripts", "--no-audit", "--no-fund"]
-        return choice, ToolRun(
-            fix=["npm", "install", "--package-lock-only", *flags],
-            check=["npm", "ci", "--dry-run", *flags],
-            network=True,
-            env=quiet,
-        )
-    if manager.name == "pnpm":
-        choice = await _node_manager(ctx, "pnpm", files)
-        exe = list(choice.argv_prefix)
-        return choice, ToolRun(
-            fix=[*exe, "install", "--lockfile-only", "--no-frozen-lockfile", "--ignore-scripts"],
-            check=[*exe, "install", "--lockfile-only", "--frozen-lockfile", "--ignore-scripts"],
-            network=True,
-            env=quiet,
-        )
-    if manager.name == "yarn":
-        choice = await _node_manager(ctx, "yarn", files)
-        exe = list(choice.argv_prefix)
-        if choice.version.split(".")[0] == "1":
-            common = ["--ignore-scripts", "--non-interactive", "--modules-folder", _YARN_MODULES]
-            return choice, ToolRun(
-                fix=[*exe, "install", *common],
-                check=[*exe, "install", "--frozen-lockfile", *common],
-                network=True,
-                env=quiet,
-            )
-        return choice, ToolRun(
-            fix=[*exe, "install", "--mode=update-lockfile"],
-            check=[*exe, "install", "--immutable", "--mode=update-lockfile"],
-            network=True,
-            env={**quiet, "YARN_ENABLE_SCRIPTS": "false"},
-        )
+)
+
+
+async def _command(
+    ctx: FixContext, manager: Manager, files: RepoFiles
+) -> tuple[ToolChoice, ToolRun]:
+    if manager.name in ("npm", "pnpm", "yarn"):
+        choice = await _node_manager(ctx, manager.name, files)
+        return choice, _node_run(manager.name, choice)
     if manager.name == "poetry":
         choice = await _poetry(ctx, files)
         exe = list(choice.argv_prefix)
@@ -434,6 +408,40 @@ async def _command(
         check=["cargo", "metadata", "--locked", "--format-version=1"],
         network=True,
         env={"CARGO_TERM_COLOR": "never"},
+    )
+
+
+def _node_run(tool: str, choice: ToolChoice) -> ToolRun:
+    """npm, pnpm or yarn (classic or berry): update the lockfile only, without install scripts."""
+    if tool == "npm":
+        flags = ["--ignore-scripts", "--no-audit", "--no-fund"]
+        return ToolRun(
+            fix=["npm", "install", "--package-lock-only", *flags],
+            check=["npm", "ci", "--dry-run", *flags],
+            network=True,
+            env=_NODE_QUIET,
+        )
+    exe = list(choice.argv_prefix)
+    if tool == "pnpm":
+        return ToolRun(
+            fix=[*exe, "install", "--lockfile-only", "--no-frozen-lockfile", "--ignore-scripts"],
+            check=[*exe, "install", "--lockfile-only", "--frozen-lockfile", "--ignore-scripts"],
+            network=True,
+            env=_NODE_QUIET,
+        )
+    if choice.version.split(".")[0] == "1":
+        common = ["--ignore-scripts", "--non-interactive", "--modules-folder", _YARN_MODULES]
+        return ToolRun(
+            fix=[*exe, "install", *common],
+            check=[*exe, "install", "--frozen-lockfile", *common],
+            network=True,
+            env=_NODE_QUIET,
+        )
+    return ToolRun(
+        fix=[*exe, "install", "--mode=update-lockfile"],
+        check=[*exe, "install", "--immutable", "--mode=update-lockfile"],
+        network=True,
+        env={**_NODE_QUIET, "YARN_ENABLE_SCRIPTS": "false"},
     )
 
 

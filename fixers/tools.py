@@ -40,9 +40,7 @@ BUNDLED_NODE_VERSIONS: Mapping[str, str] = {
     "pnpm": "10.34.8",
     "yarn": "1.22.22",
 }
-BUNDLED_PRETTIER_VERSION = BUNDLED_NODE_VERSIONS["prettier"]
 
-PYTHON_TOOLS = frozenset({"ruff", "black", "isort", "uv", "pre-commit", "poetry"})
 NODE_TOOLS = frozenset(BUNDLED_NODE_VERSIONS)
 
 #: Versions are hostile input (they come from the PR): only plain release numbers pass.
@@ -338,35 +336,7 @@ async def prepare_tool(choice: ToolChoice, *, cache_dir: Path | None) -> ToolCho
     staging.mkdir(parents=True)
     env = scrubbed_env({"UV_CACHE_DIR": str(cache_dir / "uv-cache")}, network=True)
     try:
-        if choice.tool in NODE_TOOLS:
-            steps: list[list[str]] = [
-                [
-                    "npm",
-                    "install",
-                    "--prefix",
-                    str(staging),
-                    "--ignore-scripts",
-                    "--no-audit",
-                    "--no-fund",
-                    "--no-save",
-                    f"{choice.tool}@{choice.version}",
-                ],
-            ]
-        else:
-            uv = str(bundled_executable("uv"))
-            steps = [
-                [uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(staging)],
-                [
-                    uv,
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--python",
-                    str(staging / "bin" / "python"),
-                    f"{choice.tool}=={choice.version}",
-                ],
-            ]
-        for step in steps:
+        for step in _install_steps(choice, staging):
             result = await _install(step, cwd=staging, env=env)
             if not result.ok:
                 last = result.output.strip().splitlines()[-1:] or ["no output"]
@@ -383,6 +353,37 @@ async def prepare_tool(choice: ToolChoice, *, cache_dir: Path | None) -> ToolCho
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return replace(choice, argv_prefix=(str(exe),), needs_install=False)
+
+
+def _install_steps(choice: ToolChoice, staging: Path) -> list[list[str]]:
+    """The commands that install exactly ``choice``'s package and version into ``staging``."""
+    if choice.tool in NODE_TOOLS:
+        return [
+            [
+                "npm",
+                "install",
+                "--prefix",
+                str(staging),
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                f"{choice.tool}@{choice.version}",
+            ],
+        ]
+    uv = str(bundled_executable("uv"))
+    return [
+        [uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(staging)],
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(staging / "bin" / "python"),
+            f"{choice.tool}=={choice.version}",
+        ],
+    ]
 
 
 def runner_tool_cache(runner: Runner) -> Path | None:
@@ -448,19 +449,9 @@ async def run_fixer(
     """Run the fixing commands in the sandbox, undo protected paths, run the checks."""
     cwd = await asyncio.to_thread(fix_dir, ctx)
     wt = ctx.checkout
-    worktree = wt.path
     before = await asyncio.to_thread(snapshot_tree, wt)
-    outputs: list[str] = []
     for run in runs:
-        result = await ctx.runner.run(
-            run.fix,
-            cwd=cwd,
-            writable=worktree,
-            env=run.env,
-            network=run.network,
-            timeout=600.0,
-            **_binds(run),
-        )
+        result = await _sandboxed(ctx, run.fix, run, cwd)
         if result.timed_out:
             raise FixerError(f"{name}: {' '.join(run.fix[:3])} timed out")
         if result.returncode not in run.ok_codes:
@@ -468,7 +459,49 @@ async def run_fixer(
                 f"{name}: {' '.join(run.fix[:3])} failed with exit code {result.returncode}: "
                 f"{_tail(result.output, 5)}"
             )
-        outputs.append(result.output)
+    changes = await _confine(ctx, before)
+    failed_check: str | None = None
+    for run in runs:
+        check = await _sandboxed(ctx, run.check, run, cwd)
+        if not check.ok:
+            failed_check = check.output
+    return FixResult(
+        fixer=name,
+        changed=bool(changes.kept),
+        tool_version=choice.describe(),
+        self_check_passed=failed_check is None,
+        detail=_detail(choice, changes, note, failed_check),
+        out_of_scope=tuple(changes.outside),
+    )
+
+
+async def _sandboxed(
+    ctx: FixContext, argv: Sequence[str], run: ToolRun, cwd: Path
+) -> CommandResult:
+    return await ctx.runner.run(
+        argv,
+        cwd=cwd,
+        writable=ctx.checkout.path,
+        env=run.env,
+        network=run.network,
+        timeout=600.0,
+        **_binds(run),
+    )
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """What the fixing commands changed, split by what may stay."""
+
+    kept: list[str]
+    #: Put back: protected paths, and paths outside the pull request's changes.
+    protected: list[str]
+    outside: list[str]
+
+
+async def _confine(ctx: FixContext, before: str) -> _Changes:
+    """Put back what the fixer changed in protected paths or outside the scope."""
+    wt = ctx.checkout
     after = await asyncio.to_thread(snapshot_tree, wt)
     changed = await asyncio.to_thread(changed_paths, wt, before, after)
     protected = [p for p in changed if is_protected(p, ctx.protected_paths)]
@@ -478,21 +511,11 @@ async def run_fixer(
     if protected or outside:
         await asyncio.to_thread(restore_paths, wt, before, [*protected, *outside])
         changed = [p for p in changed if p not in protected and p not in outside]
-    checks_ok = True
-    for run in runs:
-        check = await ctx.runner.run(
-            run.check,
-            cwd=cwd,
-            writable=worktree,
-            env=run.env,
-            network=run.network,
-            timeout=600.0,
-            **_binds(run),
-        )
-        checks_ok = checks_ok and check.ok
-        if not check.ok:
-            outputs.append(check.output)
+    return _Changes(changed, protected, outside)
 
+
+def _detail(choice: ToolChoice, changes: _Changes, note: str, failed_check: str | None) -> str:
+    changed, protected, outside = changes.kept, changes.protected, changes.outside
     parts = [f"{choice.describe()}: changed {len(changed)} file(s)"]
     if changed:
         parts.append(", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
@@ -504,16 +527,9 @@ async def run_fixer(
         )
     if note:
         parts.append(note)
-    if not checks_ok:
-        parts.append("own check still fails:\n" + _tail(outputs[-1]))
-    return FixResult(
-        fixer=name,
-        changed=bool(changed),
-        tool_version=choice.describe(),
-        self_check_passed=checks_ok,
-        detail="\n".join(parts),
-        out_of_scope=tuple(outside),
-    )
+    if failed_check is not None:
+        parts.append("own check still fails:\n" + _tail(failed_check))
+    return "\n".join(parts)
 
 
 def _binds(run: ToolRun) -> dict[str, Sequence[Bind]]:

@@ -34,8 +34,8 @@ from bot.app.web import METRICS, STORE
 from bot.app.worker import WorkerPool
 from bot.git.workspace import (
     changed_paths,
+    changes_between,
     commit,
-    file_changes,
     reset_to,
     restore_paths,
     snapshot_tree,
@@ -191,7 +191,7 @@ async def test_no_tree_operation_runs_a_program_the_repository_configures(
     assert changed_paths(wt, base, tree) == [".gitattributes", "a.txt", "new.txt"]
     patch = tree_diff(wt, base, tree)
     assert "+changed" in patch
-    assert [c.path for c in await file_changes(wt, wt.sha)] == [
+    assert [c.path for c in changes_between(wt, base, tree)] == [
         ".gitattributes",
         "a.txt",
         "new.txt",
@@ -212,14 +212,8 @@ def test_attributes_cannot_change_the_bytes_shepherd_commits(tmp_path: Path) -> 
     # Attributes that would rewrite content on `git add`: line endings and re-encoding.
     (repo / ".gitattributes").write_text("* text eol=crlf working-tree-encoding=UTF-16\n")
     (repo / "a.txt").write_bytes(b"one\r\ntwo\r\n")
-    changes = {c.path: c.content for c in _sync(file_changes(wt, wt.sha))}
+    changes = {c.path: c.content for c in changes_between(wt, wt.sha, snapshot_tree(wt))}
     assert changes["a.txt"] == b"one\r\ntwo\r\n"
-
-
-def _sync(awaitable: Any) -> Any:
-    import asyncio
-
-    return asyncio.run(awaitable)
 
 
 def test_a_rewritten_pointer_or_nested_repository_stops_every_tree_operation(

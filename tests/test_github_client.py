@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,25 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from bot.github.client import API_VERSION, GitHubApp, GitHubClient, GitHubStats, RetryPolicy
+from bot.github.client import API_VERSION, GitHubApp, GitHubClient, RetryPolicy
 from bot.kernel.errors import GitHubError, GitHubRateLimited, PushRejected
 from tests.ghsim import GitHubSim, SimRepo, commit_files, init_bare_repo
 from tests.ghsim import github_sim as github_sim
+
+
+@dataclass
+class GitHubStats:
+    """In-process counters; satisfies ``GitHubMetrics``."""
+
+    calls: Counter[tuple[str, int]] = field(default_factory=Counter)
+    rate_limit_remaining: int | None = None
+
+    def observe_call(self, method: str, status: int) -> None:
+        self.calls[(method, status)] += 1
+
+    def observe_rate_limit(self, remaining: int) -> None:
+        self.rate_limit_remaining = remaining
+
 
 FAST = RetryPolicy(max_retries=3, max_total_wait=5.0, backoff_base=0.01, backoff_max=0.05)
 
@@ -269,9 +286,7 @@ async def test_job_log_download_drops_authorization_on_redirect(
 ) -> None:
     run = github_sim.add_run(repo, head_sha="a" * 40, jobs=[("lint", "##[error]boom\n")])
     client = await app.installation_client(1)
-    jobs = await client.list_jobs_for_run("octo", "demo", run.id)
-    assert [j["name"] for j in jobs] == ["lint"]
-    assert await client.download_job_log("octo", "demo", jobs[0]["id"]) == "##[error]boom\n"
+    assert await client.download_job_log("octo", "demo", run.jobs[0].id) == "##[error]boom\n"
     first = github_sim.calls("actions/download-job-logs-for-workflow-run")[0]
     assert first.headers["authorization"].startswith("token ")
     blob = [r for r in github_sim.requests if r.path.startswith("/_logs/")]
@@ -415,10 +430,6 @@ async def test_issue_operations_round_trip(
     await client.add_labels("octo", "demo", 2, ["size/S", "shepherd/needs-human"])
     assert await client.remove_label("octo", "demo", 2, "size/S") is True
     assert await client.remove_label("octo", "demo", 2, "size/S") is False
-    labels = await client.set_labels("octo", "demo", 2, ["size/M"])
-    assert [label["name"] for label in labels] == ["size/M"]
-    assert await client.create_label("octo", "demo", "brand-new", color="00ff00") is not None
-    assert await client.create_label("octo", "demo", "brand-new") is None
     await client.request_reviewers("octo", "demo", 2, reviewers=["alice"])
     assert github_sim.pulls[("octo/demo", 2)].requested_reviewers == ["alice"]
     assert await client.get_collaborator_permission("octo", "demo", "alice") == "write"
@@ -479,7 +490,6 @@ async def test_errors_are_mapped_and_never_leak_the_token(
     for text in (str(info.value), repr(info.value), caplog.text, repr(client), repr(app)):
         assert token not in text
     assert token not in repr(await app.installation_token(1))
-    assert app.jwt() not in caplog.text
     assert "PRIVATE KEY" not in caplog.text + repr(app)
 
 

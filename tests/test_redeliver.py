@@ -21,9 +21,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def logged(id: int, guid: str, minutes_ago: int, status: int) -> LoggedDelivery:
-    return LoggedDelivery(
-        id, guid, NOW - timedelta(minutes=minutes_ago), status, "check_run", False
-    )
+    return LoggedDelivery(id, guid, NOW - timedelta(minutes=minutes_ago), status, "check_run")
 
 
 @pytest.mark.parametrize(

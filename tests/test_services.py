@@ -608,7 +608,7 @@ asyncio.run(main())
 """
 
 
-async def test_leftovers_of_a_crashed_process_are_reaped(host: ServiceHost) -> None:
+async def test_the_next_start_reaps_what_a_crashed_process_left(host: ServiceHost) -> None:
     crashed = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", _CRASHING_JOB, str(host.root)],
@@ -621,8 +621,9 @@ async def test_leftovers_of_a_crashed_process_are_reaped(host: ServiceHost) -> N
     directory, namespace = crashed.stdout.split()
     assert Path(directory).is_dir()  # nothing removed it
     crashed_at = boot_ticks()
-    assert await host.reap() == [Path(directory)]
-    assert not Path(directory).exists()
+    async with host.start([ServiceSpec("cache", "redis:7")]) as running:
+        assert running.directory != Path(directory)
+        assert not Path(directory).exists()
     assert processes_in(namespace, crashed_at) == []
 
 

@@ -21,10 +21,11 @@ from bot.git.workspace import (
     Workspaces,
     Worktree,
     changed_files,
+    changes_between,
     commit,
     diff,
-    file_changes,
     push,
+    snapshot_tree,
     validate_branch,
     validate_ref,
     validate_sha,
@@ -386,23 +387,12 @@ async def test_same_job_id_twice_at_once_is_refused(ws: Workspaces, remote: Remo
                 pass
 
 
-async def test_prune_stale_removes_only_crashed_jobs(ws: Workspaces, remote: Remote) -> None:
+async def test_a_job_rerun_after_its_crash_starts_clean(ws: Workspaces, remote: Remote) -> None:
     mirror = ws.mirror_path("octo/demo")
     sha = remote.shas[0]
-    async with ws.checkout(remote.url, "octo/demo", sha, job_id="live") as live:
-        # What a crashed process leaves: a registered worktree and no lock holder.
-        crashed = ws.root / "jobs" / "crashed"
-        git("worktree", "add", "--detach", "-q", str(crashed), sha, cwd=mirror)
-        (ws.root / "jobs" / "orphan.lock").touch()
-        removed = await ws.prune_stale()
-        assert removed == ["crashed"]
-        assert not crashed.exists()
-        assert not (ws.root / "jobs" / "orphan.lock").exists()
-        assert live.path.exists()
-        listing = git("worktree", "list", cwd=mirror)
-        assert "crashed" not in listing
-        assert "live" in listing
-    # A job re-run after its crash finds its old directory and starts clean.
+    async with ws.checkout(remote.url, "octo/demo", sha, job_id="first"):
+        pass  # the mirror exists
+    # What a crashed process leaves: a registered worktree with files in it, and no lock holder.
     git("worktree", "add", "--detach", "-q", str(ws.root / "jobs" / "again"), sha, cwd=mirror)
     (ws.root / "jobs" / "again" / "junk").write_text("x")
     async with ws.checkout(remote.url, "octo/demo", sha, job_id="again") as wt:
@@ -480,7 +470,7 @@ async def test_fetch_waits_for_another_process_holding_the_mirror_lock(
 # -- changes, commit, diff ------------------------------------------------------------------
 
 
-async def test_commit_changed_files_diff_and_file_changes(
+async def test_commit_changed_files_diff_and_changes_between(
     ws: Workspaces, remote: Remote, tmp_path: Path
 ) -> None:
     base = remote.shas[0]
@@ -507,7 +497,8 @@ async def test_commit_changed_files_diff_and_file_changes(
         assert await changed_files(wt) == expected_paths
 
         patch = await diff(wt, base)
-        changes = await file_changes(wt, base)
+        tree = await asyncio.to_thread(snapshot_tree, wt)
+        changes = await asyncio.to_thread(changes_between, wt, base, tree)
         assert changes == [
             FileChange("README.md", "100644", None),
             FileChange("blob.bin", "100644", bytes(range(256))),

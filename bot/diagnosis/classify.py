@@ -553,30 +553,48 @@ def classify(
 ) -> Classification:
     """Classify one failed step from its distilled log (see the module docstring for the order)."""
     lines = _lines(log)
-    infra = _apply(_INFRA_RULES, log, lines)
+    decided = _human_or_infra(log, lines, job_conclusion)
+    if decided is None:
+        decided = _set_up_or_transient(log, lines)
+    if decided is None:
+        decided = _autofix(log, fixers, repo)
+    if decided is None:
+        decided = _agent_or_fallback(log, lines, repo)
+    return decided
 
+
+def _human_or_infra(
+    log: DistilledLog, lines: list[str], job_conclusion: str | None
+) -> Classification | None:
+    """Steps 1 and 2 on evidence: the human rules (told whether the network failed), the job's
+    conclusion, the infrastructure rules (unless tests had failed before the runner was lost)."""
+    infra = _apply(_INFRA_RULES, log, lines)
     human = _apply(_HUMAN_RULES, log, lines, network=infra is not None)
     if human is not None:
         rule, evidence = human
         return _result(Category.HUMAN, evidence, rule.reason)
-
     if job_conclusion in _INFRA_CONCLUSIONS:
         return _result(
             Category.INFRA,
             [f"job conclusion: {job_conclusion}", *log.error_lines[:2]],
             f"The job ended as {job_conclusion}, which is the runner's doing, not the code's.",
         )
-    if infra is not None:
-        rule, evidence = infra
-        earlier = _failure_before_runner_loss(log) if rule is _RUNNER_LOST else []
-        if earlier:
-            return _result(
-                Category.AGENT,
-                [*earlier[:3], *evidence[:1]],
-                "Tests or the build had already failed before the runner was lost; re-running "
-                "alone cannot make them pass, so the failure is repaired like any other.",
-            )
-        return _result(Category.INFRA, evidence, rule.reason)
+    if infra is None:
+        return None
+    rule, evidence = infra
+    earlier = _failure_before_runner_loss(log) if rule is _RUNNER_LOST else []
+    if earlier:
+        return _result(
+            Category.AGENT,
+            [*earlier[:3], *evidence[:1]],
+            "Tests or the build had already failed before the runner was lost; re-running "
+            "alone cannot make them pass, so the failure is repaired like any other.",
+        )
+    return _result(Category.INFRA, evidence, rule.reason)
+
+
+def _set_up_or_transient(log: DistilledLog, lines: list[str]) -> Classification | None:
+    """The job's set-up failed, a command hit its timeout wrapper, or a service was not ready."""
     if log.step == SET_UP_JOB:
         http = _matching(_HTTP_5XX, lines)
         if http:
@@ -604,23 +622,32 @@ def classify(
             "should succeed unless it hangs every time.",
         )
     race = _service_readiness_race(log, lines)
-    if race is not None:
-        return _result(
-            Category.INFRA,
-            race,
-            "Tests failed only on connection refused to a service the job starts, while others "
-            "passed: a readiness race, so re-run (and consider a readiness wait in the workflow).",
-        )
+    if race is None:
+        return None
+    return _result(
+        Category.INFRA,
+        race,
+        "Tests failed only on connection refused to a service the job starts, while others "
+        "passed: a readiness race, so re-run (and consider a readiness wait in the workflow).",
+    )
 
+
+def _autofix(
+    log: DistilledLog, fixers: Sequence[Matcher], repo: RepoFiles
+) -> Classification | None:
     matching = [fixer.name for fixer in fixers if fixer.matches(log, repo)]
-    if matching:
-        return _result(
-            Category.AUTOFIX,
-            [*log.error_lines[:_MAX_EVIDENCE]] or [log.command or ""],
-            f"Known deterministic fix: {', '.join(matching)}.",
-            matching,
-        )
+    if not matching:
+        return None
+    return _result(
+        Category.AUTOFIX,
+        [*log.error_lines[:_MAX_EVIDENCE]] or [log.command or ""],
+        f"Known deterministic fix: {', '.join(matching)}.",
+        matching,
+    )
 
+
+def _agent_or_fallback(log: DistilledLog, lines: list[str], repo: RepoFiles) -> Classification:
+    """Steps 4 and 5: the agent rules, an import of the project's own module, the fallback."""
     agent_may_fix = _agent_may_fix(log.exit_code)
     if agent_may_fix:
         found = _agent_evidence(lines)
@@ -637,7 +664,6 @@ def classify(
         guess = _fallback(log, lines)
         if guess is not None:
             return guess
-
     return _result(
         Category.HUMAN,
         list(log.error_lines),

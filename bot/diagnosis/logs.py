@@ -918,6 +918,14 @@ _LONG_STEP_KEYWORDS = (
 
 def _long_output(region: str) -> _Lines:
     """Head, tail and the lines around a few error keywords of a long output, by offset."""
+    starts = _head_and_tail(region)
+    for start in _keyword_lines(region.lower()):
+        starts.update(_around(region, start))
+    return _lines_at(region, sorted(starts))
+
+
+def _head_and_tail(region: str) -> set[int]:
+    """The offsets where the output's first and last lines start."""
     n = len(region)
     starts: set[int] = set()
     pos = 0
@@ -933,7 +941,11 @@ def _long_output(region: str) -> _Lines:
         start = region.rfind("\n", 0, end - 1) + 1
         starts.add(start)
         end = start
-    lower = region.lower()
+    return starts
+
+
+def _keyword_lines(lower: str) -> set[int]:
+    """The offsets where lines with an error keyword start: the first and the last hits of each."""
     keyword_lines: set[int] = set()
     for keyword in _LONG_STEP_KEYWORDS:
         pos = lower.find(keyword)
@@ -950,22 +962,29 @@ def _long_output(region: str) -> _Lines:
             start = lower.rfind("\n", 0, pos) + 1
             keyword_lines.add(start)
             pos = lower.rfind(keyword, 0, max(0, start - 1)) if start > 0 else -1
-    for start in keyword_lines:
-        starts.add(start)
-        before = start
-        for _ in range(3):
-            if before <= 0:
-                break
-            before = region.rfind("\n", 0, before - 1) + 1
-            starts.add(before)
-        after = start
-        for _ in range(6):
-            after = _line_end(region, after) + 1
-            if after >= n:
-                break
-            starts.add(after)
+    return keyword_lines
 
-    ordered = sorted(starts)
+
+def _around(region: str, start: int) -> set[int]:
+    """The line at ``start`` with three lines before it and six after."""
+    starts = {start}
+    before = start
+    for _ in range(3):
+        if before <= 0:
+            break
+        before = region.rfind("\n", 0, before - 1) + 1
+        starts.add(before)
+    after = start
+    for _ in range(6):
+        after = _line_end(region, after) + 1
+        if after >= len(region):
+            break
+        starts.add(after)
+    return starts
+
+
+def _lines_at(region: str, ordered: list[int]) -> _Lines:
+    """The lines starting at these offsets, with the count of lines left out between them."""
     lines = _Lines()
     previous_end = 0
     for start in ordered:
@@ -981,7 +1000,7 @@ def _long_output(region: str) -> _Lines:
         if rendered is None:
             continue
         lines.add(rendered, gap)
-    lines.trailing = region.count("\n", previous_end, n)
+    lines.trailing = region.count("\n", previous_end, len(region))
     if lines.trailing == 1:
         lines.add(_render(_body(region[previous_end : _line_end(region, previous_end)])), 0)
         lines.trailing = 0
@@ -1049,6 +1068,7 @@ class _Pick:
 
     def __init__(self, lines: _Lines, budget: int) -> None:
         self.text = lines.text
+        self.kinds = lines.kinds
         self.n = len(lines.text)
         self.costs = [_cost(t) for t in lines.text]
         # dropped[k]: raw lines dropped before line k (k == n: the trailing ones).
@@ -1165,32 +1185,49 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
     kinds = lines.kinds
     pick = _Pick(lines, budget)
     limit_first = int(budget * _FIRST_BLOCK_SHARE)
-    limit_errors = int(budget * _ERRORS_SHARE)
-
-    # 1. The exit line and the last summary lines: how the step ended.
-    for k in range(n - 1, max(-1, n - 6), -1):
-        if kinds[k] == _EXIT:
-            pick.take(k)
     summaries = [k for k in range(n) if kinds[k] == _SUMMARY_KIND]
-    for k in reversed(summaries[-_SUMMARY_LINES:]):
-        pick.take(k, limit_first // 2)
-
-    # 2. The first failure, as a block: the first test verdict and, when the first failure
-    #    line of another kind is elsewhere, that one too (a traceback before a summary).
     tiers = [
         [k for k in range(n) if kinds[k] == kind]
         for kind in (_VERDICT_KIND, _STRONG_KIND, _ERROR, _MESSAGE_KIND)
     ]
+    _take_ending(pick, summaries, limit_first // 2)
+    _take_first_failure(pick, tiers, limit_first)
+    taken, seen = _take_failure_lines(pick, tiers, summaries, int(budget * _ERRORS_SHARE))
+    _widen(pick, taken, seen)
+    _take_rest(pick)
+    excerpt, omitted = pick.render()
+    return _Excerpt(_fit_bytes(excerpt, budget), omitted)
+
+
+def _take_ending(pick: _Pick, summaries: list[int], limit: int) -> None:
+    """1. The exit line and the last summary lines: how the step ended."""
+    n = pick.n
+    for k in range(n - 1, max(-1, n - 6), -1):
+        if pick.kinds[k] == _EXIT:
+            pick.take(k)
+    for k in reversed(summaries[-_SUMMARY_LINES:]):
+        pick.take(k, limit)
+
+
+def _take_first_failure(pick: _Pick, tiers: list[list[int]], limit: int) -> None:
+    """2. The first failure, as a block: the first test verdict and, when the first failure
+    line of another kind is elsewhere, that one too (a traceback before a summary)."""
     firsts = [tier[0] for tier in tiers if tier]
     if tiers[0] and len(firsts) > 1:
         # The verdict first, within its share, then the other block up to the whole share.
-        _take_block(pick, kinds, firsts[0], int(limit_first * _VERDICT_BLOCK_SHARE))
+        _take_block(pick, pick.kinds, firsts[0], int(limit * _VERDICT_BLOCK_SHARE))
         if not pick.chosen[firsts[1]]:
-            _take_block(pick, kinds, firsts[1], limit_first)
+            _take_block(pick, pick.kinds, firsts[1], limit)
     elif firsts:
-        _take_block(pick, kinds, firsts[0], limit_first)
+        _take_block(pick, pick.kinds, firsts[0], limit)
 
-    # 3. Every other failure line once (repeats counted), strongest first.
+
+def _take_failure_lines(
+    pick: _Pick, tiers: list[list[int]], summaries: list[int], limit: int
+) -> tuple[list[int], set[str]]:
+    """3. Every other failure line once (repeats counted), strongest first. Returns the lines
+    taken so far and the texts shown."""
+    text = pick.text
     seen: set[str] = {_base(text[k]) for k in pick.sorted}
     occurrences: Counter[str] = Counter()
     for k in [*summaries, *(k for tier in tiers for k in tier)]:
@@ -1206,7 +1243,7 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
                 base = _base(text[k])
                 if pick.chosen[k] or base in seen:
                     continue
-                if pick.take(k, limit_errors):
+                if pick.take(k, limit):
                     seen.add(base)
                     taken.append(k)
                     break
@@ -1216,10 +1253,13 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
         if occurrences[base] > 1 and base not in counted and _count(text[k]) < occurrences[base]:
             counted.add(base)
             pick.retext(k, f"{base} (×{occurrences[base]})")
+    return sorted(taken), seen
 
-    # 4. Widen the context around what was taken while the budget lasts, skipping lines repeated
-    #    from earlier failures and noise.
-    taken.sort()
+
+def _widen(pick: _Pick, taken: list[int], seen: set[str]) -> None:
+    """4. Widen the context around what was taken while the budget lasts, skipping lines
+    repeated from earlier failures and noise."""
+    text, kinds, n = pick.text, pick.kinds, pick.n
     for radius in _CONTEXT_STEPS:
         for k in taken:
             for c in range(max(0, k - radius), min(n, k + radius + 1)):
@@ -1230,17 +1270,17 @@ def _select(lines: _Lines, budget: int) -> _Excerpt:
                 if pick.take(c):
                     seen.add(_base(text[c]))
 
-    # 5. Whatever is left: the tail backwards and the head forwards as far as they fit, noise
-    #    last.
+
+def _take_rest(pick: _Pick) -> None:
+    """5. Whatever is left: the tail backwards and the head forwards as far as they fit, noise
+    last."""
     for wanted_noise in (False, True):
-        for order in (range(n - 1, -1, -1), range(n)):
+        for order in (range(pick.n - 1, -1, -1), range(pick.n)):
             for k in order:
-                if pick.chosen[k] or (kinds[k] == _NOISE_KIND) != wanted_noise:
+                if pick.chosen[k] or (pick.kinds[k] == _NOISE_KIND) != wanted_noise:
                     continue
                 if not pick.take(k):
                     break
-    excerpt, omitted = pick.render()
-    return _Excerpt(_fit_bytes(excerpt, budget), omitted)
 
 
 def _take_block(pick: _Pick, kinds: Sequence[int], first: int, limit: int) -> None:

@@ -12,7 +12,7 @@ Every git process starts in ``bot.git.runner``, on the repository named by Sheph
 (``Worktree.git``), never on whatever the tree's ``.git`` file says.
 
 **The worktree is hostile after PR code ran in it.** Snapshots and comparisons of the tree
-(``snapshot_tree``, ``changed_paths``, ``restore_paths``, ``diff``, ``file_changes``) therefore run
+(``snapshot_tree``, ``changed_paths``, ``restore_paths``, ``diff``, ``changes_between``) therefore run
 nothing the tree controls: git only lists paths (``ls-files``, which reads ``.gitignore``) and
 stores bytes Shepherd read itself (``hash-object --no-filters``), so no filter, hook or attribute
 changes what is seen; trees are built from a throwaway index and compared as objects, as in a bare
@@ -531,35 +531,6 @@ class Workspaces:
         if (mirror / "HEAD").is_file():
             await self._run(mirror, ["worktree", "prune"])
 
-    async def prune_stale(self) -> list[str]:
-        """Remove worktrees left by crashed jobs (those whose job lock nobody holds) and prune
-        the mirrors' worktree records. Safe while other processes run jobs. Returns the job ids
-        removed."""
-        jobs = self._dirs()
-        removed: list[str] = []
-        for entry in sorted(jobs.iterdir()):
-            if entry.suffix == ".lock" and not entry.with_suffix("").exists():
-                job_dir = None
-            elif entry.suffix != ".lock":
-                job_dir = entry
-            else:
-                continue  # a lock with its directory: handled with the directory
-            lock_path = entry if job_dir is None else jobs / f"{entry.name}.lock"
-            fd = _try_flock(lock_path)
-            if fd is None:
-                continue  # a live job
-            try:
-                if job_dir is not None:
-                    await asyncio.to_thread(_remove_path, job_dir)
-                    removed.append(job_dir.name)
-            finally:
-                _release_flock(lock_path, fd, unlink=True)
-        for mirror in sorted((self.root / "mirrors").glob("*/*.git")):
-            if (mirror / "HEAD").is_file():
-                async with self._mirror_lock(mirror):
-                    await self._run(mirror, ["worktree", "prune"])
-        return removed
-
 
 def local_worktree(repo_dir: Path, home: Path) -> Worktree:
     """The record of a checkout the user handed to ``shepherd fix --repo DIR``, taken before any
@@ -948,14 +919,6 @@ def changes_between(wt: Worktree, before: str, after: str) -> list[FileChange]:
         for name, old_mode, new_mode, blob in entries
     ]
     return sorted(changes, key=lambda change: change.path)
-
-
-async def file_changes(wt: Worktree, base_sha: str) -> list[FileChange]:
-    """Every path that differs between ``base_sha`` and the worktree's current files, with its
-    new mode and content (None for deletions), sorted by path."""
-    base = validate_sha(base_sha)
-    tree = await asyncio.to_thread(snapshot_tree, wt)
-    return await asyncio.to_thread(changes_between, wt, base, tree)
 
 
 def _check_identity(name: str, email: str) -> None:

@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,10 +26,10 @@ import aiohttp
 import gidgethub
 import gidgethub.aiohttp
 from cachetools import LRUCache, TTLCache
-from gidgethub import apps as gh_apps
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import GitHubError, GitHubRateLimited, PushRejected
 
 __all__ = [
@@ -39,9 +38,7 @@ __all__ = [
     "GitHubApp",
     "GitHubClient",
     "GitHubMetrics",
-    "GitHubStats",
     "InstallationToken",
-    "JSONObject",
     "RetryPolicy",
 ]
 
@@ -58,8 +55,6 @@ JSON_ACCEPT: Final = "application/vnd.github+json"
 DIFF_ACCEPT: Final = "application/vnd.github.diff"
 RAW_ACCEPT: Final = "application/vnd.github.raw"
 
-JSONObject = dict[str, Any]
-
 
 class GitHubMetrics(Protocol):
     """Hook the web layer implements to export client metrics (e.g. to Prometheus)."""
@@ -69,20 +64,6 @@ class GitHubMetrics(Protocol):
 
     def observe_rate_limit(self, remaining: int) -> None:
         """GitHub reported how many requests are left in the current primary window."""
-
-
-@dataclass
-class GitHubStats:
-    """In-process counters; satisfies :class:`GitHubMetrics`."""
-
-    calls: Counter[tuple[str, int]] = field(default_factory=Counter)
-    rate_limit_remaining: int | None = None
-
-    def observe_call(self, method: str, status: int) -> None:
-        self.calls[(method, status)] += 1
-
-    def observe_rate_limit(self, remaining: int) -> None:
-        self.rate_limit_remaining = remaining
 
 
 @dataclass(frozen=True)
@@ -196,6 +177,16 @@ class PlannedWrite:
     body: Any
 
 
+@dataclass(frozen=True)
+class _Retry:
+    """One more attempt: after ``delay`` seconds, because of ``reason``."""
+
+    delay: float
+    reason: str
+    #: The shared throttle was paused for this wait (the wait itself honours it).
+    paused: bool = False
+
+
 class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     """gidgethub's aiohttp client plus versioning, ETags, bounded retries and typed operations.
 
@@ -295,51 +286,75 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 await self.sleep(self._throttle.remaining)
             slept_for_limit = False
             try:
-                status, resp_headers, data = await self._send_once(
+                response = await self._send_once(
                     method, url, headers, body, allow_redirects=allow_redirects
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self._observe(method, 0, None)
-                delay = self._retry.backoff(attempt)
-                if (
-                    not _IDEMPOTENT.get()
-                    or attempt > self._retry.max_retries
-                    or waited + delay > self._retry.max_total_wait
-                ):
-                    raise GitHubError(
-                        self._scrub(
-                            f"GitHub {method} {_path_of(url)} failed after {attempt} attempts: "
-                            f"{type(exc).__name__}"
-                        ),
-                        retryable=True,
-                    ) from exc
-                reason = type(exc).__name__
+                retry = self._after_transport_error(method, url, exc, attempt, waited)
             else:
-                self._observe(method, status, resp_headers)
-                wait = _rate_limit_wait(status, resp_headers, data)
-                if wait is not None:
-                    delay, reason = wait, f"rate limited ({status})"
-                    if self._throttle is not None:
-                        self._throttle.pause(wait)
-                        slept_for_limit = True
-                elif status in _RETRYABLE_5XX and _IDEMPOTENT.get():
-                    delay, reason = self._retry.backoff(attempt), f"server error ({status})"
-                else:
-                    return status, resp_headers, data
-                if attempt > self._retry.max_retries or waited + delay > self._retry.max_total_wait:
-                    # Give the answer to gidgethub, which raises; _mapped turns that into ours.
-                    return status, resp_headers, data
+                answer_retry = self._after_answer(method, response, attempt, waited)
+                if answer_retry is None:
+                    return response
+                retry = answer_retry
+                slept_for_limit = retry.paused
             log.warning(
                 "GitHub %s %s: %s, retry %d/%d in %.2fs",
                 method,
                 _path_of(url),
-                reason,
+                retry.reason,
                 attempt,
                 self._retry.max_retries,
-                delay,
+                retry.delay,
             )
-            await self.sleep(delay)
-            waited += delay
+            await self.sleep(retry.delay)
+            waited += retry.delay
+
+    def _after_transport_error(
+        self, method: str, url: str, exc: Exception, attempt: int, waited: float
+    ) -> _Retry:
+        """The retry after a transport error; GitHubError when it is not idempotent or the
+        retries are spent."""
+        self._observe(method, 0, None)
+        delay = self._retry.backoff(attempt)
+        if (
+            not _IDEMPOTENT.get()
+            or attempt > self._retry.max_retries
+            or waited + delay > self._retry.max_total_wait
+        ):
+            raise GitHubError(
+                self._scrub(
+                    f"GitHub {method} {_path_of(url)} failed after {attempt} attempts: "
+                    f"{type(exc).__name__}"
+                ),
+                retryable=True,
+            ) from exc
+        return _Retry(delay, type(exc).__name__)
+
+    def _after_answer(
+        self,
+        method: str,
+        response: tuple[int, CIMultiDictProxy[str], bytes],
+        attempt: int,
+        waited: float,
+    ) -> _Retry | None:
+        """The retry after a rate limit or a 5xx; None to give the answer to the caller."""
+        status, resp_headers, data = response
+        self._observe(method, status, resp_headers)
+        paused = False
+        wait = _rate_limit_wait(status, resp_headers, data)
+        if wait is not None:
+            delay, reason = wait, f"rate limited ({status})"
+            if self._throttle is not None:
+                self._throttle.pause(wait)
+                paused = True
+        elif status in _RETRYABLE_5XX and _IDEMPOTENT.get():
+            delay, reason = self._retry.backoff(attempt), f"server error ({status})"
+        else:
+            return None
+        if attempt > self._retry.max_retries or waited + delay > self._retry.max_total_wait:
+            # Give the answer to gidgethub, which raises; _mapped turns that into ours.
+            return None
+        return _Retry(delay, reason, paused)
 
     async def _request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
@@ -454,10 +469,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     ) -> Any:
         with self._mapped("PATCH", url, rejected=rejected):
             return await self.patch(url, data=data, accept=JSON_ACCEPT)
-
-    async def _put(self, url: str, data: Any) -> Any:
-        with self._mapped("PUT", url):
-            return await self.put(url, data=data, accept=JSON_ACCEPT)
 
     async def _delete(self, url: str) -> None:
         with self._mapped("DELETE", url):
@@ -590,11 +601,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         return cast(JSONObject, await self._post(url, data, idempotent=False))
 
     # --- actions ---------------------------------------------------------------------------
-
-    async def list_jobs_for_run(self, owner: str, repo: str, run_id: int) -> list[JSONObject]:
-        """``actions/list-jobs-for-workflow-run`` (latest attempt), all pages."""
-        url = f"{self._repo(owner, repo)}/actions/runs/{run_id}/jobs?per_page=100"
-        return [item async for item in self._iter(url, key="jobs")]
 
     async def get_job(self, owner: str, repo: str, job_id: int) -> JSONObject:
         """``actions/get-job-for-workflow-run``."""
@@ -830,13 +836,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         url = f"{self._repo(owner, repo)}/issues/{number}/labels"
         return cast(list[JSONObject], await self._post(url, {"labels": list(labels)}))
 
-    async def set_labels(
-        self, owner: str, repo: str, number: int, labels: Sequence[str]
-    ) -> list[JSONObject]:
-        """``issues/set-labels`` (replaces every label on the issue)."""
-        url = f"{self._repo(owner, repo)}/issues/{number}/labels"
-        return cast(list[JSONObject], await self._put(url, {"labels": list(labels)}))
-
     async def remove_label(self, owner: str, repo: str, number: int, name: str) -> bool:
         """``issues/remove-label``; False when the label was not on the issue."""
         url = f"{self._repo(owner, repo)}/issues/{number}/labels/{_q(name)}"
@@ -847,26 +846,6 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 return False
             raise
         return True
-
-    async def create_label(
-        self,
-        owner: str,
-        repo: str,
-        name: str,
-        *,
-        color: str = "ededed",
-        description: str | None = None,
-    ) -> JSONObject | None:
-        """``issues/create-label``; None when it already exists."""
-        body: JSONObject = {"name": name, "color": color}
-        if description is not None:
-            body["description"] = description
-        try:
-            return cast(JSONObject, await self._post(f"{self._repo(owner, repo)}/labels", body))
-        except GitHubError as exc:
-            if exc.status == 422:
-                return None
-            raise
 
     # --- git data --------------------------------------------------------------------------
 
@@ -968,10 +947,6 @@ class GitHubApp:
 
     def __repr__(self) -> str:
         return f"GitHubApp(app_id={self.app_id!r}, api_url={self.api_url!r})"
-
-    def jwt(self) -> str:
-        """An App JWT (RS256, iat back-dated 60 s for clock drift, valid 10 minutes from iat)."""
-        return gh_apps.get_jwt(app_id=self.app_id, private_key=self._private_key.get_secret_value())
 
     async def app_client(self) -> GitHubClient:
         """A client authenticated as the App itself (JWT), e.g. for ``GET /app``."""

@@ -41,7 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from bot.git.workspace import Worktree
@@ -374,6 +374,41 @@ def _confined_workdir(value: str | None, tree: str) -> str | None:
     return "" if text == "." else text
 
 
+@dataclass
+class _Toolchains:
+    """The job's toolchains as the sandbox sees them: environment, ``PATH`` and mounts."""
+
+    env: dict[str, str]
+    path: list[str] = field(default_factory=lambda: [SANDBOX_LOCAL_BIN])
+    ro_binds: list[tuple[Path, str]] = field(default_factory=list)
+    #: The Python a ``setup-python`` step chose, if any.
+    python: HostTool | None = None
+
+    def add(self, kind: str, tool: HostTool) -> None:
+        """A toolchain a setup step chose."""
+        if kind == "python":
+            self.python = tool
+        for mount in tool.mounts:
+            if (str(mount), str(mount)) not in [(str(a), b) for a, b in self.ro_binds]:
+                self.ro_binds.append((mount, str(mount)))
+        self.path += [str(d) for d in tool.bin_dirs if str(d) not in self.path]
+        self.env.update(tool.env)
+        if kind == "rust":
+            self.env["CARGO_HOME"] = f"{SANDBOX_HOME}/.cargo"
+        if kind == "go":
+            self.env.update({"GOPATH": f"{SANDBOX_HOME}/go", "GOFLAGS": "-mod=mod"})
+        if kind == "uv" and tool.executable is not None:
+            self.ro_binds.append((tool.executable.parent, str(tool.executable.parent)))
+
+    def use_venv(self, python: HostTool) -> None:
+        """The job's commands run in a virtualenv of this Python."""
+        for mount in python.mounts:
+            if (mount, str(mount)) not in self.ro_binds:
+                self.ro_binds.append((mount, str(mount)))
+        self.path.insert(0, f"{SANDBOX_VENV}/bin")
+        self.env["VIRTUAL_ENV"] = SANDBOX_VENV
+
+
 class JobEnvironments:
     """Job environments on this host: their directories, warm pool, services and proxy.
 
@@ -525,17 +560,16 @@ class JobEnvironments:
 
     def _plan(self, job: WorkflowJob, tree: str, dirs: _Dirs) -> JobEnvironment:
         record = EnvironmentRecord(job=f"{job.workflow}: {job.name}", notes=list(job.notes))
-        env: dict[str, str] = {
-            "CI": "true",
-            "GITHUB_ACTIONS": "true",
-            "GITHUB_WORKSPACE": tree,
-            "RUNNER_OS": "Linux",
-            "RUNNER_TEMP": f"{SANDBOX_HOME}/work/_temp",
-            "RUNNER_TOOL_CACHE": "/opt/hostedtoolcache",
-        }
-        path: list[str] = [SANDBOX_LOCAL_BIN]
-        ro_binds: list[tuple[Path, str]] = []
-        python: HostTool | None = None
+        tools = _Toolchains(
+            env={
+                "CI": "true",
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_WORKSPACE": tree,
+                "RUNNER_OS": "Linux",
+                "RUNNER_TEMP": f"{SANDBOX_HOME}/work/_temp",
+                "RUNNER_TOOL_CACHE": "/opt/hostedtoolcache",
+            }
+        )
         for step in job.setup_steps:
             if step.uses is None or step.skip_reason is not None:
                 continue
@@ -543,45 +577,28 @@ class JobEnvironments:
             if choice is None:
                 continue
             record.toolchains.append(choice.note)
-            tool = choice.tool
-            if tool is None:
-                continue
-            if choice.kind == "python":
-                python = tool
-            for mount in tool.mounts:
-                if (str(mount), str(mount)) not in [(str(a), b) for a, b in ro_binds]:
-                    ro_binds.append((mount, str(mount)))
-            path += [str(d) for d in tool.bin_dirs if str(d) not in path]
-            env.update(tool.env)
-            if choice.kind == "rust":
-                env["CARGO_HOME"] = f"{SANDBOX_HOME}/.cargo"
-            if choice.kind == "go":
-                env.update({"GOPATH": f"{SANDBOX_HOME}/go", "GOFLAGS": "-mod=mod"})
-            if choice.kind == "uv" and tool.executable is not None:
-                ro_binds.append((tool.executable.parent, str(tool.executable.parent)))
+            if choice.tool is not None:
+                tools.add(choice.kind, choice.tool)
+        python = tools.python
         if python is None and _uses_python(job):
             python = self._default_python()
             if python is not None:
                 record.toolchains.append(f"python {python.version} (the runner's default)")
         if python is not None:
-            for mount in python.mounts:
-                if (mount, str(mount)) not in ro_binds:
-                    ro_binds.append((mount, str(mount)))
-            path.insert(0, f"{SANDBOX_VENV}/bin")
-            env["VIRTUAL_ENV"] = SANDBOX_VENV
+            tools.use_venv(python)
         failing = job.failing_step
         # The failing step's own environment: workflow < job < step, as the workflow resolves it.
         job_env = failing.env if failing is not None else job.env
-        env.update({k: v.replace(WORKSPACE, tree) for k, v in job_env.items()})
+        tools.env.update({k: v.replace(WORKSPACE, tree) for k, v in job_env.items()})
         workdir = _confined_workdir(failing.working_directory if failing else None, tree)
         record.working_directory = workdir or ""
         return JobEnvironment(
             job=job,
             tree=tree,
             dirs=dirs,
-            env=env,
-            path=path,
-            ro_binds=ro_binds,
+            env=tools.env,
+            path=tools.path,
+            ro_binds=tools.ro_binds,
             binds=[],
             workdir=workdir or "",
             record=record,
@@ -969,10 +986,6 @@ def _size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(directory, name)).st_size
     return total
-
-
-def with_failing_step(job: WorkflowJob, step: WorkflowStep | None) -> WorkflowJob:
-    return replace(job, failing_step=step)
 
 
 class EnvironmentsFactory:

@@ -59,7 +59,7 @@ Leftovers of a crashed Shepherd are found by their lock: a job directory whose `
 flocked (or is missing) belongs to no live process. Its servers died with Shepherd (bwrap
 ``--die-with-parent``); any still alive are killed by the pid recorded in ``pid``, checked against
 its recorded start time and pid namespace so a reused pid is never hit. Then the directory is deleted. This runs
-before every start and on ``ServiceHost.reap()``.
+before every start.
 """
 
 from __future__ import annotations
@@ -915,10 +915,17 @@ class ServiceHost:
     async def check(self, declarations: Sequence[ServiceDeclaration]) -> None:
         """Raise what ``start`` would raise before starting anything: ``ServiceUnavailable`` for
         an image or server this host lacks, ``ServiceError`` for a declaration CI refuses too."""
-        for plan in plan_services(declarations):
+        await self._supports(plan_services(declarations))
+
+    async def _supports(self, plans: Sequence[_Plan]) -> dict[Server, ServerSupport]:
+        """How each planned server runs here; ``ServiceUnavailable`` for the first that cannot."""
+        supports: dict[Server, ServerSupport] = {}
+        for plan in plans:
             support = await self.support(plan.server)
             if support.description is None:
                 raise ServiceUnavailable(plan.name, plan.image, support.reason)
+            supports[plan.server] = support
+        return supports
 
     # -- the job's lifetime --------------------------------------------------------------------
 
@@ -936,35 +943,12 @@ class ServiceHost:
         if not plans:
             yield RunningServices(socat=self.socat)
             return
-        supports: dict[Server, ServerSupport] = {}
-        for plan in plans:
-            support = await self.support(plan.server)
-            if support.description is None:
-                raise ServiceUnavailable(plan.name, plan.image, support.reason)
-            supports[plan.server] = support
-        claim = asyncio.create_task(asyncio.to_thread(self._claim))
-        try:
-            job = await asyncio.shield(claim)
-        except asyncio.CancelledError:
-            # The thread finishes the claim anyway (briefly): give the directory back first.
-            await asyncio.to_thread(self._release, await claim)
-            raise
+        supports = await self._supports(plans)
+        job = await self._claim_job()
         instances: list[_Instance] = []
         refills: list[asyncio.Task[None]] = []
         try:
-            (job.path / "hosts").write_text(hosts_file(plans))
-            (job.path / "hosts").chmod(0o644)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [
-                        group.create_task(
-                            self._start_one(job.path, plan, supports[plan.server], instances)
-                        )
-                        for plan in plans
-                    ]
-            except BaseExceptionGroup as failed:
-                # One service failed and the others were cancelled: raise the failure itself.
-                raise _first_error(failed) from None
+            services = await self._start_all(job.path, plans, supports, instances)
             if self.pool_size > 0:
                 # Owned by this job and awaited when it ends, whatever happens.
                 refills = [
@@ -973,7 +957,7 @@ class ServiceHost:
                     if server is not Server.REDIS
                 ]
             yield RunningServices(
-                services=tuple(task.result() for task in tasks),
+                services=services,
                 directory=job.path,
                 forwards=tuple(fwd for plan in plans for fwd in plan.forwards),
                 mounts=tuple(
@@ -988,9 +972,36 @@ class ServiceHost:
             await asyncio.gather(*(instance.wait(10.0) for instance in instances), *refills)
             await asyncio.to_thread(self._release, job)
 
-    async def reap(self) -> list[Path]:
-        """Delete what crashed Shepherd processes left behind (servers and directories)."""
-        return await asyncio.to_thread(self._reap_now)
+    async def _claim_job(self) -> _JobDir:
+        claim = asyncio.create_task(asyncio.to_thread(self._claim))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # The thread finishes the claim anyway (briefly): give the directory back first.
+            await asyncio.to_thread(self._release, await claim)
+            raise
+
+    async def _start_all(
+        self,
+        job: Path,
+        plans: Sequence[_Plan],
+        supports: Mapping[Server, ServerSupport],
+        instances: list[_Instance],
+    ) -> tuple[RunningService, ...]:
+        """Start the planned services together; ``instances`` collects what was started, for
+        the caller to destroy."""
+        (job / "hosts").write_text(hosts_file(plans))
+        (job / "hosts").chmod(0o644)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._start_one(job, plan, supports[plan.server], instances))
+                    for plan in plans
+                ]
+        except BaseExceptionGroup as failed:
+            # One service failed and the others were cancelled: raise the failure itself.
+            raise _first_error(failed) from None
+        return tuple(task.result() for task in tasks)
 
     # -- job directories, their locks, leftovers -----------------------------------------------
 
@@ -1033,12 +1044,6 @@ class ServiceHost:
                 job.path.rmdir()
         finally:
             os.close(job.lock_fd)
-
-    def _reap_now(self) -> list[Path]:
-        if not self.services.is_dir():
-            return []
-        with self._services_lock():
-            return self._reap_locked()
 
     def _reap_locked(self) -> list[Path]:
         reaped: list[Path] = []

@@ -87,6 +87,7 @@ from bot.jobenv.expressions import (
     split_template,
     to_string,
 )
+from bot.kernel import JSONObject
 
 __all__ = [
     "WORKSPACE",
@@ -298,7 +299,7 @@ _WorkflowLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _WorkflowLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
-def parse_workflow(text: str) -> dict[str, Any] | None:
+def parse_workflow(text: str) -> JSONObject | None:
     """One workflow file as data, or None when it is too large, not YAML or not a mapping."""
     if len(text) > MAX_WORKFLOW_CHARS:
         return None
@@ -316,7 +317,7 @@ def parse_workflow(text: str) -> dict[str, Any] | None:
 # Small helpers
 
 
-def _mapping(value: object) -> dict[str, Any]:
+def _mapping(value: object) -> JSONObject:
     return value if isinstance(value, dict) else {}
 
 
@@ -405,6 +406,10 @@ class _Combination:
     suffix: tuple[str, ...]
 
 
+_MATRIX_EXPRESSION = "a matrix value is an expression"
+_MATRIX_TOO_MANY = f"its matrix has more than {MAX_MATRIX_JOBS} combinations"
+
+
 def _expand_matrix(strategy: object) -> list[_Combination] | str:
     """The combinations of ``strategy.matrix`` in GitHub's order, or why they are not known from
     the file (an expression such as ``fromJSON(needs.x.outputs.matrix)``, too many)."""
@@ -413,8 +418,24 @@ def _expand_matrix(strategy: object) -> list[_Combination] | str:
         return [_Combination({}, ())]
     if not isinstance(matrix, dict):
         return f"its matrix is {_brief(matrix)}"
-    expression = "a matrix value is an expression"
-    too_many = f"its matrix has more than {MAX_MATRIX_JOBS} combinations"
+    read = _read_matrix(matrix)
+    if isinstance(read, str):
+        return read
+    flat, includes, excludes = read
+    if any(isinstance(v, str) and "${{" in v for e in includes for v in _leaves(e)):
+        return _MATRIX_EXPRESSION
+    for entry in excludes:
+        if isinstance(entry, dict) and entry:
+            flat = [c for c in flat if not all(k in c and _same(c[k], v) for k, v in entry.items())]
+    combinations = _include(flat or [{}], includes)
+    return combinations if len(combinations) <= MAX_MATRIX_JOBS else _MATRIX_TOO_MANY
+
+
+def _read_matrix(
+    matrix: JSONObject,
+) -> tuple[list[dict[str, Value]], list[Value], list[Value]] | str:
+    """The product of the matrix's lists, its ``include`` and its ``exclude`` entries; or why
+    they are not known."""
     budget = [100_000]
     flat: list[dict[str, Value]] = [{}]
     include: list[Any] = []
@@ -430,9 +451,9 @@ def _expand_matrix(strategy: object) -> list[_Combination] | str:
             elif isinstance(key, str) and isinstance(raw, list):
                 values = [from_data(item, budget) for item in raw]
                 if any(isinstance(v, str) and "${{" in v for v in values):
-                    return expression
+                    return _MATRIX_EXPRESSION
                 if len(flat) * len(values) > MAX_MATRIX_PRODUCT:
-                    return too_many
+                    return _MATRIX_TOO_MANY
                 flat = [{**combo, key: value} for combo in flat for value in values]
             else:
                 return f"its matrix {key} is {_brief(raw)}"
@@ -440,13 +461,12 @@ def _expand_matrix(strategy: object) -> list[_Combination] | str:
         includes = [from_data(e, budget) for e in include]
     except Unresolvable as exc:
         return f"its matrix is not understood ({exc.reason})"
-    if any(isinstance(v, str) and "${{" in v for e in includes for v in _leaves(e)):
-        return expression
-    for entry in excludes:
-        if isinstance(entry, dict) and entry:
-            flat = [c for c in flat if not all(k in c and _same(c[k], v) for k, v in entry.items())]
-    if not flat:
-        flat = [{}]
+    return flat, includes, excludes
+
+
+def _include(flat: list[dict[str, Value]], includes: list[Value]) -> list[_Combination]:
+    """GitHub's ``include`` rule: an entry extends every combination it does not contradict,
+    else it is a combination of its own."""
     keys = list(flat[0])
     extra: list[dict[str, Value]] = []
     for entry in includes:
@@ -468,7 +488,7 @@ def _expand_matrix(strategy: object) -> list[_Combination] | str:
     combinations += [
         _Combination(e, tuple(t for v in e.values() for t in _leaves(v))) for e in extra
     ]
-    return combinations if len(combinations) <= MAX_MATRIX_JOBS else too_many
+    return combinations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,9 +498,9 @@ def _expand_matrix(strategy: object) -> list[_Combination] | str:
 @dataclass(frozen=True)
 class _Candidate:
     path: str
-    document: dict[str, Any]
+    document: JSONObject
     job_id: str
-    job: dict[str, Any]
+    job: JSONObject
     #: None: the matrix is not known (an expression, or several combinations fit the command).
     matrix: dict[str, Value] | None
     index: int = 0
@@ -555,7 +575,7 @@ def _static_contexts(
 
 
 def _candidates(
-    workflows: list[tuple[str, dict[str, Any]]], github: Context, notes: _Notes
+    workflows: list[tuple[str, JSONObject]], github: Context, notes: _Notes
 ) -> list[_Candidate]:
     found: list[_Candidate] = []
     for path, document in workflows:
@@ -594,7 +614,7 @@ def _candidates(
 
 
 def _display_names(
-    job_id: str, job: dict[str, Any], combo: _Combination, index: int, total: int, github: Context
+    job_id: str, job: JSONObject, combo: _Combination, index: int, total: int, github: Context
 ) -> tuple[str, ...]:
     raw = job.get("name")
     if isinstance(raw, str) and "${{" in raw:
@@ -659,7 +679,7 @@ def _match(parts: list[str | Hole], wanted: str) -> list[str] | None:
     return values
 
 
-def _step_names(raw: dict[str, Any]) -> set[str]:
+def _step_names(raw: JSONObject) -> set[str]:
     """Names a log or ``workflow_job`` may give the step."""
     names: set[str] = set()
     name = raw.get("name")
@@ -686,13 +706,55 @@ class _Step:
     parts: list[str | Hole] | None
     #: True/False: the ``if:`` as evaluated for a setup step; None: undecidable (or no step).
     if_value: bool | None
-    #: Skip reason coming from the ``if:`` alone (kept apart: the failing step ran regardless).
-    if_reason: str | None
     #: Skip reason from an unresolvable value other than the ``run:`` script.
     value_reason: str | None
     #: Skip reason from the ``run:`` script (the failing step's may be completed from the log).
     run_reason: str | None
     notes: _Notes
+
+
+@dataclass(frozen=True)
+class _Script:
+    """A step's ``run:`` script as far as it resolves."""
+
+    #: Its parts (Holes where expressions could not be evaluated), for matching the command.
+    parts: list[str | Hole] | None = None
+    #: The whole script, when every part resolved.
+    run: str | None = None
+    #: Why it did not resolve.
+    reason: str | None = None
+
+
+def _render_script(text: str, contexts: Mapping[str, Context], notes: _Notes) -> _Script:
+    try:
+        parts, secrets = render_parts(text, contexts)
+        notes.secret(secrets)
+    except Unresolvable as exc:
+        return _Script(reason=_unresolved(exc))
+    hole = next((p for p in parts if isinstance(p, Hole)), None)
+    if hole is None:
+        return _Script(parts, "".join(p for p in parts if isinstance(p, str)))
+    return _Script(parts, reason=_unresolved(Unresolvable(hole.reason, hole.expression)))
+
+
+def _decide_if(
+    raw: object, contexts: Mapping[str, Context], notes: _Notes
+) -> tuple[bool | None, str | None]:
+    """A step's ``if:``: True/False, or None when undecidable here; and the reason it skips."""
+    if raw is None:
+        return True, None
+    text = raw if isinstance(raw, str) else _scalar_text(raw)
+    shown = _brief(raw)
+    try:
+        if text is None:
+            raise Unresolvable("not a condition")
+        decided = condition(text, contexts)
+        notes.secret(decided.secrets)
+    except Unresolvable as exc:
+        return None, f"if: {shown} cannot be decided here ({exc.reason})"
+    if not decided.value:
+        return False, f"if: {shown} is false here"
+    return True, None
 
 
 @dataclass(frozen=True)
@@ -809,7 +871,7 @@ class _JobReader:
         return tuple(labels)
 
     def _defaults(
-        self, owner: dict[str, Any], contexts: Mapping[str, Context]
+        self, owner: JSONObject, contexts: Mapping[str, Context]
     ) -> dict[str, str | Unresolvable]:
         """``defaults.run``; an unresolvable value makes every ``run:`` step that uses it skipped."""
         run = _mapping(_mapping(owner.get("defaults")).get("run"))
@@ -934,35 +996,13 @@ class _JobReader:
     def _read_step(self, index: int, raw: object, steps_context: Context) -> _Step:
         notes = _Notes()
         if not isinstance(raw, dict):
-            spec = WorkflowStep(
-                index=index,
-                id=None,
-                name=None,
-                uses=None,
-                with_=_frozen({}),
-                run=None,
-                shell=None,
-                working_directory=None,
-                env=_frozen(self.env),
-                skip_reason="the step is not a mapping",
-            )
-            return _Step(spec, None, None, None, spec.skip_reason, None, notes)
+            return self._unreadable_step(index, notes)
         contexts = self._contexts(self.env)
         contexts["steps"] = steps_context
         problems: list[str] = []
 
         step_env = dict(self.env)
-        env_raw = raw.get("env")
-        if isinstance(env_raw, dict):
-            for key, value in list(env_raw.items())[:MAX_ENTRIES]:
-                if not isinstance(key, str):
-                    continue
-                try:
-                    step_env[key] = self._text(value, contexts, notes)
-                except Unresolvable as exc:
-                    problems.append(f"env {key}: {_unresolved(exc)}")
-        elif env_raw is not None:
-            problems.append(f"its env is not a mapping ({_brief(env_raw)})")
+        step_env.update(self._texts(raw.get("env"), ("env", "env"), contexts, notes, problems))
         contexts["env"] = Context("env", dict(step_env))
 
         step_id = raw.get("id") if isinstance(raw.get("id"), str) else None
@@ -975,34 +1015,8 @@ class _JobReader:
         if (uses is None) == (run_text is None):
             problems.append("a step needs exactly one of run: and uses:")
 
-        parts: list[str | Hole] | None = None
-        run: str | None = None
-        run_reason: str | None = None
-        if run_text is not None:
-            try:
-                parts, secrets = render_parts(run_text, contexts)
-                notes.secret(secrets)
-            except Unresolvable as exc:
-                run_reason = _unresolved(exc)
-            else:
-                hole = next((p for p in parts if isinstance(p, Hole)), None)
-                if hole is None:
-                    run = "".join(p for p in parts if isinstance(p, str))
-                else:
-                    run_reason = _unresolved(Unresolvable(hole.reason, hole.expression))
-
-        with_: dict[str, str] = {}
-        with_raw = raw.get("with")
-        if isinstance(with_raw, dict):
-            for key, value in list(with_raw.items())[:MAX_ENTRIES]:
-                if not isinstance(key, str):
-                    continue
-                try:
-                    with_[key] = self._text(value, contexts, notes)
-                except Unresolvable as exc:
-                    problems.append(f"with {key}: {_unresolved(exc)}")
-        elif with_raw is not None:
-            problems.append(f"its with: is not a mapping ({_brief(with_raw)})")
+        script = _Script() if run_text is None else _render_script(run_text, contexts, notes)
+        with_ = self._texts(raw.get("with"), ("with", "with:"), contexts, notes, problems)
 
         shell = working_directory = None
         if run_text is not None:
@@ -1011,24 +1025,7 @@ class _JobReader:
                 raw, "working-directory", contexts, notes, problems
             )
 
-        if_value: bool | None = True
-        if_reason: str | None = None
-        if_raw = raw.get("if")
-        if if_raw is not None:
-            if_text = if_raw if isinstance(if_raw, str) else _scalar_text(if_raw)
-            shown = _brief(if_raw)
-            try:
-                if if_text is None:
-                    raise Unresolvable("not a condition")
-                decided = condition(if_text, contexts)
-                notes.secret(decided.secrets)
-                if_value = bool(decided.value)
-                if not if_value:
-                    if_reason = f"if: {shown} is false here"
-            except Unresolvable as exc:
-                if_value = None
-                if_reason = f"if: {shown} cannot be decided here ({exc.reason})"
-
+        if_value, if_reason = _decide_if(raw.get("if"), contexts, notes)
         value_reason = problems[0] if problems else None
         spec = WorkflowStep(
             index=index,
@@ -1036,13 +1033,52 @@ class _JobReader:
             name=name,
             uses=uses,
             with_=_frozen(with_),
-            run=run,
+            run=script.run,
             shell=shell,
             working_directory=working_directory,
             env=_frozen(step_env),
-            skip_reason=if_reason or value_reason or run_reason,
+            skip_reason=if_reason or value_reason or script.reason,
         )
-        return _Step(spec, parts, if_value, if_reason, value_reason, run_reason, notes)
+        return _Step(spec, script.parts, if_value, value_reason, script.reason, notes)
+
+    def _unreadable_step(self, index: int, notes: _Notes) -> _Step:
+        spec = WorkflowStep(
+            index=index,
+            id=None,
+            name=None,
+            uses=None,
+            with_=_frozen({}),
+            run=None,
+            shell=None,
+            working_directory=None,
+            env=_frozen(self.env),
+            skip_reason="the step is not a mapping",
+        )
+        return _Step(spec, None, None, spec.skip_reason, None, notes)
+
+    def _texts(
+        self,
+        raw: object,
+        labels: tuple[str, str],
+        contexts: Mapping[str, Context],
+        notes: _Notes,
+        problems: list[str],
+    ) -> dict[str, str]:
+        """A step's ``env:`` or ``with:`` mapping, resolved; ``labels`` name an entry and the
+        whole mapping in the problems an unresolvable value or a non-mapping adds."""
+        entry, whole = labels
+        texts: dict[str, str] = {}
+        if isinstance(raw, dict):
+            for key, value in list(raw.items())[:MAX_ENTRIES]:
+                if not isinstance(key, str):
+                    continue
+                try:
+                    texts[key] = self._text(value, contexts, notes)
+                except Unresolvable as exc:
+                    problems.append(f"{entry} {key}: {_unresolved(exc)}")
+        elif raw is not None:
+            problems.append(f"its {whole} is not a mapping ({_brief(raw)})")
+        return texts
 
     def _lenient_text(self, raw: object, contexts: Mapping[str, Context]) -> str | None:
         """A step's ``name:``: resolved when possible, else as written (it is only a label)."""
@@ -1055,7 +1091,7 @@ class _JobReader:
 
     def _run_option(
         self,
-        raw: dict[str, Any],
+        raw: JSONObject,
         key: str,
         contexts: Mapping[str, Context],
         notes: _Notes,
@@ -1230,8 +1266,8 @@ def _brief(value: object) -> str:
 # The entry point
 
 
-def _load(files: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    workflows: list[tuple[str, dict[str, Any]]] = []
+def _load(files: Mapping[str, str]) -> list[tuple[str, JSONObject]]:
+    workflows: list[tuple[str, JSONObject]] = []
     paths = sorted(p for p in files if isinstance(p, str) and p.endswith((".yml", ".yaml")))
     for path in paths[:MAX_WORKFLOW_FILES]:
         text = files[path]
@@ -1241,7 +1277,7 @@ def _load(files: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     return workflows
 
 
-def _job_could_match(job: dict[str, Any], wanted: str) -> bool:
+def _job_could_match(job: JSONObject, wanted: str) -> bool:
     """Whether some ``run:`` of the job matches the command with every expression a wildcard
     (a cheap filter before resolving each matrix combination)."""
     for raw in job.get("steps") or []:
@@ -1277,41 +1313,30 @@ def find_job(
     None means: no job has that name and no job's step runs that command, or several jobs fit.
     """
     notes = _Notes()
-    github_context = _github_context(github or {})
-    workflows = _load(files)
-    candidates = _candidates(workflows, github_context, notes)
-    command = failing_command if failing_command and failing_command.strip() else None
-    step_name = (
-        failing_step_name.strip() if failing_step_name and failing_step_name.strip() else None
+    wanted = _Wanted(
+        job_name,
+        failing_command if failing_command and failing_command.strip() else None,
+        failing_step_name.strip() if failing_step_name and failing_step_name.strip() else None,
+        _github_context(github or {}),
     )
+    workflows = _load(files)
+    candidates = _candidates(workflows, wanted.github, notes)
 
-    pool: list[_Candidate] = []
-    if job_name:
-        pool = [c for c in candidates if c.matches(job_name)]
-        if not pool and " / " in job_name:
-            pool = _prefixed(workflows, candidates, job_name, notes)
+    pool = _named(workflows, candidates, job_name, notes) if job_name else []
     by_name = bool(pool)
     if len(pool) == 1:
-        reader = _JobReader(pool[0], github_context)
-        match = reader.find_failing(command, step_name)
+        reader = _JobReader(pool[0], wanted.github)
+        match = reader.find_failing(wanted.command, wanted.step_name)
         return _finish(reader, match, _chosen_name(pool[0], job_name), notes)
     if not pool:
-        if command is None:
+        if wanted.command is None:
             return None
-        pool = [c for c in candidates if _job_could_match(c.job, _normalise(command))]
+        command = _normalise(wanted.command)
+        pool = [c for c in candidates if _job_could_match(c.job, command)]
 
-    scored: list[tuple[_JobReader, _FailingMatch]] = []
-    for candidate in pool:
-        reader = _JobReader(candidate, github_context)
-        match = reader.find_failing(command, step_name)
-        if match is not None:
-            scored.append((reader, match))
-    if not scored:
-        return None
-    best = min(match.rank for _, match in scored)
-    scored = [(r, m) for r, m in scored if m.rank == best]
+    scored = _best_matches(pool, wanted)
     jobs = {(r.candidate.path, r.candidate.job_id) for r, _ in scored}
-    if len(jobs) > 1:
+    if len(jobs) != 1:
         return None
     if len(scored) == 1:
         reader, match = scored[0]
@@ -1319,8 +1344,52 @@ def find_job(
         if job_name and not by_name:
             notes.add(f"no job is named {job_name!r}; {name!r} runs the failing command")
         return _finish(reader, match, name, notes)
+    return _unknown_combination(scored, wanted, by_name, notes)
 
-    # Several combinations of one job run this command: the combination is not known.
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What the caller knows of the failing job (see ``find_job``)."""
+
+    job_name: str | None
+    command: str | None
+    step_name: str | None
+    github: Context
+
+
+def _named(
+    workflows: list[tuple[str, JSONObject]],
+    candidates: list[_Candidate],
+    job_name: str,
+    notes: _Notes,
+) -> list[_Candidate]:
+    """The candidates the job name fits."""
+    pool = [c for c in candidates if c.matches(job_name)]
+    if not pool and " / " in job_name:
+        pool = _prefixed(workflows, candidates, job_name, notes)
+    return pool
+
+
+def _best_matches(
+    pool: list[_Candidate], wanted: _Wanted
+) -> list[tuple[_JobReader, _FailingMatch]]:
+    """The candidates whose failing step is found, keeping those found the best way."""
+    scored: list[tuple[_JobReader, _FailingMatch]] = []
+    for candidate in pool:
+        reader = _JobReader(candidate, wanted.github)
+        match = reader.find_failing(wanted.command, wanted.step_name)
+        if match is not None:
+            scored.append((reader, match))
+    if not scored:
+        return []
+    best = min(match.rank for _, match in scored)
+    return [(r, m) for r, m in scored if m.rank == best]
+
+
+def _unknown_combination(
+    scored: list[tuple[_JobReader, _FailingMatch]], wanted: _Wanted, by_name: bool, notes: _Notes
+) -> WorkflowJob:
+    """Several combinations of one job run this command: the combination is not known."""
     first = scored[0][0].candidate
     unknown = replace(
         first,
@@ -1330,13 +1399,14 @@ def find_job(
         matrix_note=f"the matrix combination is not known: {len(scored)} combinations of job "
         f"{first.job_id!r} run the failing command",
     )
-    reader = _JobReader(unknown, github_context)
-    name = job_name if by_name and job_name else first.template_name
-    return _finish(reader, reader.find_failing(command, step_name), name, notes)
+    reader = _JobReader(unknown, wanted.github)
+    name = wanted.job_name if by_name and wanted.job_name else first.template_name
+    match = reader.find_failing(wanted.command, wanted.step_name)
+    return _finish(reader, match, name, notes)
 
 
 def _prefixed(
-    workflows: list[tuple[str, dict[str, Any]]],
+    workflows: list[tuple[str, JSONObject]],
     candidates: list[_Candidate],
     job_name: str,
     notes: _Notes,

@@ -54,10 +54,6 @@ class PushRejected(GitHubError):
     """GitHub refused the ref update: the branch moved, is protected, or is a fork we cannot write."""
 
 
-class CredentialsMissing(GitHubError):
-    """GitHub writes are disabled because the App credentials are not configured."""
-
-
 class WorkspaceError(ShepherdError):
     """A git operation on the mirror cache or a worktree failed."""
 
@@ -72,10 +68,6 @@ class SandboxUnavailable(SandboxError):
 
 class FixerError(ShepherdError):
     """A fixer tool could not be run (missing tool, crash, timeout)."""
-
-
-class AgentError(ShepherdError):
-    """The LLM repair attempt failed for a reason outside the model's answer."""
 
 
 class UnsafeWorktree(ShepherdError):

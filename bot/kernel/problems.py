@@ -8,9 +8,10 @@ for agents and scripts and as markdown for people.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from bot.kernel import JSONObject
 
 PROBLEM_BASE = "https://shepherd.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -49,7 +50,7 @@ class Problem(BaseModel):
             retry_after=retry_after,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return self.model_dump(mode="json", exclude_none=True)
 
     def to_markdown(self) -> str:
@@ -234,5 +235,5 @@ class Outcome(BaseModel):
     #: pushing such fixes); empty when no fixer said so.
     behaviour_changes: list[str] = Field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return self.model_dump(mode="json")

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from bot.kernel import JSONObject
+
 #: Where the file lives in the repository.
 CONFIG_PATH = ".github/shepherd.yml"
 
@@ -414,7 +416,7 @@ def _problem_from_error(root: yaml.Node | None, err: Any) -> ConfigProblem:
 
 
 def _unknown_fixers(
-    root: yaml.Node | None, data: dict[str, Any], known_fixers: Collection[str]
+    root: yaml.Node | None, data: JSONObject, known_fixers: Collection[str]
 ) -> Iterator[ConfigProblem]:
     autofix = data.get("autofix")
     fixers = autofix.get("fixers") if isinstance(autofix, dict) else None

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.kernel import JSONObject
+
 
 class JobRequest(BaseModel):
     """Base of every job request."""
@@ -30,7 +32,7 @@ class JobRequest(BaseModel):
         """The request stored as ``payload`` (by ``payload()``, or by an older version)."""
         return cls.model_validate({**payload, "job_id": job_id})
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> JSONObject:
         """The JSON object stored as the job's payload."""
         return self.model_dump(mode="json")
 
@@ -52,7 +54,7 @@ class RepoTarget(JobRequest):
         owner, _, name = str(payload["repo"]).partition("/")
         return cls.model_validate({**payload, "owner": owner, "repo": name, "job_id": job_id})
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> JSONObject:
         data = self.model_dump(mode="json", exclude={"owner"})
         data["repo"] = self.full_name
         return data

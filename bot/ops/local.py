@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bot.diagnosis.logs import DistilledLog, distill_steps
 from bot.git.workspace import Worktree, local_worktree
 from bot.jobenv.environment import EnvironmentsFactory
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError, WorkspaceError
 from bot.kernel.problems import NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import RepoConfig, load_config
@@ -52,7 +52,7 @@ class LocalResult:
     logs: tuple[DistilledLog, ...]
     plan: Plan
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         data = self.outcome.to_json()
         data["plan"] = self.plan.step.value
         distilled = sum(log.distilled_bytes for log in self.logs)
@@ -211,14 +211,7 @@ async def _fix_repo(
     diagnoses, jobs = locate_jobs(diagnoses, workflows)
     logs = tuple(d.log for d in diagnoses)
     gate = LlmGate(agent is not None, llm_skip_reason or "no ANTHROPIC_API_KEY configured")
-    plan = plan_repair(
-        diagnoses,
-        state=FRESH_EPISODE,
-        config=config,
-        is_agent_pr=True,
-        llm=gate,
-        order=_order(fixers),
-    )
+    plan = _plan(diagnoses, config, fixers, gate)
     budget = FRESH_EPISODE.budget()
     if plan.step is not Step.FIX:
         return LocalResult(outcome_for(diagnoses, plan, budget=budget), logs, plan)
@@ -243,13 +236,32 @@ async def _fix_repo(
             await built.aclose()
     budget = FRESH_EPISODE.budget(llm_used_now=1 if repair.agent_result else 0)
     outcome = outcome_for(diagnoses, plan, budget=budget, repair=repair, pushed="working tree")
-    if outcome.outcome is OutcomeKind.FIXED:
-        outcome = outcome.model_copy(
-            update={
-                "title": "Fixed in the working tree",
-                "detail": "Verified; review and commit the change.",
-                "next_action": NextAction.REVIEW,
-                "commit": None,
-            }
-        )
-    return LocalResult(outcome=outcome, logs=logs, plan=plan)
+    return LocalResult(outcome=_in_working_tree(outcome), logs=logs, plan=plan)
+
+
+def _plan(
+    diagnoses: Sequence[Diagnosis], config: RepoConfig, fixers: Sequence[Fixer], gate: LlmGate
+) -> Plan:
+    """The repair plan for a checkout: a fresh episode, treated as an agent's pull request."""
+    return plan_repair(
+        diagnoses,
+        state=FRESH_EPISODE,
+        config=config,
+        is_agent_pr=True,
+        llm=gate,
+        order=_order(fixers),
+    )
+
+
+def _in_working_tree(outcome: Outcome) -> Outcome:
+    """A verified fix is left uncommitted: the reader reviews and commits it."""
+    if outcome.outcome is not OutcomeKind.FIXED:
+        return outcome
+    return outcome.model_copy(
+        update={
+            "title": "Fixed in the working tree",
+            "detail": "Verified; review and commit the change.",
+            "next_action": NextAction.REVIEW,
+            "commit": None,
+        }
+    )

@@ -39,7 +39,6 @@ class LoggedDelivery:
     delivered_at: datetime
     status_code: int
     event: str
-    redelivery: bool
 
     @property
     def succeeded(self) -> bool:
@@ -53,7 +52,6 @@ class LoggedDelivery:
             delivered_at=datetime.fromisoformat(str(item["delivered_at"]).replace("Z", "+00:00")),
             status_code=int(item.get("status_code") or 0),
             event=str(item.get("event", "")),
-            redelivery=bool(item.get("redelivery", False)),
         )
 
 

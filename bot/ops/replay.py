@@ -14,12 +14,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from bot.app.jobs import JobDeps
 from bot.app.observability import Metrics
 from bot.app.worker import WorkerPool, dispatch_delivery
 from bot.github.client import PlannedWrite
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError
 from bot.kernel.settings import Settings
 from bot.store import DeliveryState, NewDelivery, Store, StoredDelivery
@@ -32,8 +32,8 @@ MAX_ROUNDS = 200
 @dataclass
 class ReplayReport:
     delivery_id: str
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[JSONObject] = field(default_factory=list)
+    events: list[JSONObject] = field(default_factory=list)
     writes: list[PlannedWrite] = field(default_factory=list)
     github: bool = False
 
@@ -59,7 +59,7 @@ class ReplayReport:
         return "\n".join(lines)
 
 
-def _load(path: Path) -> tuple[bytes, dict[str, Any]]:
+def _load(path: Path) -> tuple[bytes, JSONObject]:
     try:
         raw = path.read_bytes()
         data = json.loads(raw)
@@ -129,9 +129,9 @@ def _stored(d: NewDelivery) -> StoredDelivery:
 
 
 async def _decisions(
-    store: Store, data: dict[str, Any], keys: list[str]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    jobs: list[dict[str, Any]] = []
+    store: Store, data: JSONObject, keys: list[str]
+) -> tuple[list[JSONObject], list[JSONObject]]:
+    jobs: list[JSONObject] = []
     pending = list(keys)
     while pending:
         job = await store.find_job(pending.pop(0))
@@ -148,7 +148,7 @@ async def _decisions(
                     "error": job.error,
                 }
             )
-    events: list[dict[str, Any]] = []
+    events: list[JSONObject] = []
     repository = data.get("repository") or {}
     numbers = {
         n

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError, StoreError
 
 #: Processing leases that expire this many times mark a delivery failed instead of reclaiming it
@@ -75,7 +76,7 @@ class JobSpec:
 
     kind: str
     key: str
-    payload: dict[str, Any]
+    payload: JSONObject
     concurrency_key: str | None = None  # jobs sharing one never run at the same time
     run_after: datetime | None = None  # debounce; None means now
     max_attempts: int = 5
@@ -86,7 +87,7 @@ class Job:
     id: int
     kind: str
     key: str
-    payload: dict[str, Any]
+    payload: JSONObject
     concurrency_key: str | None
     state: JobState
     attempts: int
@@ -94,7 +95,7 @@ class Job:
     lease_owner: str | None
     lease_expires: datetime | None
     outcome: str | None
-    result: dict[str, Any] | None
+    result: JSONObject | None
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -108,7 +109,7 @@ class EventSpec:
     repo: str
     pr: int
     kind: str
-    data: dict[str, Any]
+    data: JSONObject
     delivery_id: str | None = None
     job_id: int | None = None
 
@@ -119,7 +120,7 @@ class PrEvent:
     repo: str
     pr: int
     kind: str
-    data: dict[str, Any]
+    data: JSONObject
     delivery_id: str | None
     job_id: int | None
     created_at: datetime
@@ -189,9 +190,7 @@ class PrActivity:
     repo: str
     pr: int
     events: int
-    first_at: datetime
     last_at: datetime
-    last_kind: str
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,7 @@ class Store(Protocol):
         owner: str,
         *,
         outcome: str,
-        result: dict[str, Any] | None = None,
+        result: JSONObject | None = None,
         events: Sequence[EventSpec] = (),
     ) -> bool:
         """Mark done and append ``events`` in one transaction; False if ``owner`` lost the job."""

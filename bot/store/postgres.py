@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
@@ -580,7 +581,7 @@ class PostgresStore:
         owner: str,
         *,
         outcome: str,
-        result: dict[str, Any] | None = None,
+        result: JSONObject | None = None,
         events: Sequence[EventSpec] = (),
     ) -> bool:
         with _mapped("complete_job"):
@@ -721,9 +722,7 @@ class PostgresStore:
         with _mapped("pr_activity"):
             async with self._acquire() as conn:
                 rows = await conn.fetch(
-                    """SELECT repo, pr, count(*) AS events, min(created_at) AS first_at,
-                              max(created_at) AS last_at,
-                              (array_agg(kind ORDER BY id DESC))[1] AS last_kind
+                    """SELECT repo, pr, count(*) AS events, max(created_at) AS last_at
                        FROM pr_events
                        WHERE repo = ANY($1::text[]) AND created_at >= $2
                        GROUP BY repo, pr ORDER BY last_at DESC, repo, pr LIMIT $3""",
@@ -736,9 +735,7 @@ class PostgresStore:
                 repo=r["repo"],
                 pr=r["pr"],
                 events=r["events"],
-                first_at=r["first_at"],
                 last_at=r["last_at"],
-                last_kind=r["last_kind"],
             )
             for r in rows
         ]

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import StoreError
 from bot.store.base import (
     MAX_DELIVERY_ATTEMPTS,
@@ -644,7 +645,7 @@ class SqliteStore:
         owner: str,
         *,
         outcome: str,
-        result: dict[str, Any] | None = None,
+        result: JSONObject | None = None,
         events: Sequence[EventSpec] = (),
     ) -> bool:
         result_json = None if result is None else json.dumps(result)
@@ -799,11 +800,8 @@ class SqliteStore:
     ) -> list[PrActivity]:
         rows = await self._read(
             lambda c: c.execute(
-                """SELECT repo, pr, count(*) AS events, min(created_at) AS first_at,
-                          max(created_at) AS last_at,
-                          (SELECT kind FROM pr_events last WHERE last.repo = e.repo
-                           AND last.pr = e.pr ORDER BY id DESC LIMIT 1) AS last_kind
-                   FROM pr_events e
+                """SELECT repo, pr, count(*) AS events, max(created_at) AS last_at
+                   FROM pr_events
                    WHERE repo IN (SELECT value FROM json_each(?)) AND created_at >= ?
                    GROUP BY repo, pr ORDER BY last_at DESC, repo, pr LIMIT ?""",
                 (json.dumps(sorted(repos)), _ts(since), limit),
@@ -814,9 +812,7 @@ class SqliteStore:
                 repo=r["repo"],
                 pr=r["pr"],
                 events=r["events"],
-                first_at=_dt(r["first_at"]),
                 last_at=_dt(r["last_at"]),
-                last_kind=r["last_kind"],
             )
             for r in rows
         ]

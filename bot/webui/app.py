@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 from cachetools import TTLCache
 
+from bot.kernel import JSONObject
 from bot.kernel.problems import PROBLEM_JSON, Problem
 from bot.kernel.settings import Settings
 from bot.store import Store
@@ -57,7 +58,7 @@ class WebUI:
     setup_token: str
     on_configured: Callable[[], Awaitable[None]]
     templates: jinja2.Environment
-    manifest_template: dict[str, Any]
+    manifest_template: JSONObject
     setup_states: OneTimeStates = field(
         default_factory=lambda: OneTimeStates(ttl=SETUP_STATE_TTL, capacity=100)
     )

@@ -17,10 +17,10 @@ import stat
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError
 from bot.kernel.settings import Settings, _check_pem
 
@@ -55,7 +55,7 @@ class AppCredentials:
         return f"AppCredentials(app_id={self.app_id}, slug={self.slug!r}, owner={self.owner!r})"
 
     @classmethod
-    def from_conversion(cls, data: dict[str, Any], *, web_url: str, api_url: str) -> AppCredentials:
+    def from_conversion(cls, data: JSONObject, *, web_url: str, api_url: str) -> AppCredentials:
         """Validate the conversion's answer; raises ``ValueError`` naming what is wrong."""
         try:
             app_id = int(data["id"])

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import GitHubError
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class GitHubWeb:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    async def convert_manifest(self, code: str) -> dict[str, Any]:
+    async def convert_manifest(self, code: str) -> JSONObject:
         """``apps/create-from-manifest``: the new App's id, slug, key, secrets. One use per code."""
         if not valid_code(code):
             raise GitHubError("the manifest code is malformed", status=400)
@@ -117,7 +118,7 @@ class GitHubWeb:
         expires_in = float(data.get("expires_in") or 8 * 3600)
         return UserToken(token=str(data["access_token"]), expires_at=time.time() + expires_in)
 
-    async def get_user(self, token: str) -> dict[str, Any]:
+    async def get_user(self, token: str) -> JSONObject:
         """``users/get-authenticated``."""
         data = await self._json(
             "GET", f"{self.api_url}/user", headers=self._headers(token), expect=200
@@ -147,8 +148,8 @@ class GitHubWeb:
                 repos.add(str(repo["full_name"]))
         return UserAccess(installations=tuple(installations), repos=frozenset(repos))
 
-    async def _pages(self, url: str, token: str, key: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
+    async def _pages(self, url: str, token: str, key: str) -> list[JSONObject]:
+        items: list[JSONObject] = []
         next_url: str | None = f"{url}?per_page=100"
         for _ in range(MAX_PAGES):
             if next_url is None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 import yaml
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError
 
 #: Where GitHub sends people after the App is created, after they sign in, after they install.
@@ -27,7 +27,7 @@ _ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 _SOURCE_MANIFEST = Path(__file__).resolve().parents[2] / "app.yml"
 
 
-def manifest_template() -> dict[str, Any]:
+def manifest_template() -> JSONObject:
     """``app.yml``: packaged beside this module in a wheel, at the repository root otherwise."""
     packaged = resources.files("bot.webui").joinpath("app.yml")
     try:
@@ -43,10 +43,10 @@ def manifest_template() -> dict[str, Any]:
     return data
 
 
-def build_manifest(template: dict[str, Any], public_url: str) -> dict[str, Any]:
+def build_manifest(template: JSONObject, public_url: str) -> JSONObject:
     """The manifest for this deployment: ``app.yml`` with every URL under ``public_url``."""
     base = public_url.rstrip("/")
-    manifest: dict[str, Any] = {
+    manifest: JSONObject = {
         key: template[key]
         for key in ("name", "url", "description", "public", "default_permissions")
         if key in template

@@ -29,6 +29,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bot.kernel import JSONObject
+
 SESSION_COOKIE = "shepherd_session"
 SETUP_COOKIE = "shepherd_setup"
 SIGNIN_COOKIE = "shepherd_signin"
@@ -54,10 +56,10 @@ class CookieBox:
             fernet = self._fernets[purpose] = Fernet(base64.urlsafe_b64encode(key))
         return fernet
 
-    def seal(self, purpose: str, data: dict[str, Any]) -> str:
+    def seal(self, purpose: str, data: JSONObject) -> str:
         return self._fernet(purpose).encrypt(json.dumps(data).encode()).decode()
 
-    def open(self, purpose: str, value: str | None, *, max_age: int) -> dict[str, Any] | None:
+    def open(self, purpose: str, value: str | None, *, max_age: int) -> JSONObject | None:
         """The sealed data, or None when missing, forged, made for another purpose, or too old."""
         if not value:
             return None
@@ -69,7 +71,7 @@ class CookieBox:
         return data if isinstance(data, dict) else None
 
     def set(
-        self, response: web.StreamResponse, name: str, purpose: str, data: dict[str, Any], *,
+        self, response: web.StreamResponse, name: str, purpose: str, data: JSONObject, *,
         max_age: int, path: str = "/",
     ) -> None:  # fmt: skip
         response.set_cookie(
@@ -107,7 +109,7 @@ class StateError(Exception):
 class _Pending:
     binding: str
     expires: float
-    data: dict[str, Any]
+    data: JSONObject
 
 
 class OneTimeStates:
@@ -126,7 +128,7 @@ class OneTimeStates:
         self._pending[state] = _Pending(binding_hash(nonce), time.monotonic() + self.ttl, data)
         return state
 
-    def consume(self, state: str, nonce: str | None) -> dict[str, Any]:
+    def consume(self, state: str, nonce: str | None) -> JSONObject:
         """The state's data. The state is gone afterwards, whether or not the browser matched:
         a state shown to the wrong browser is burnt, never retried."""
         pending = self._pending.pop(state, None)
@@ -158,7 +160,7 @@ class Session:
     csrf: str
     expires_at: float
 
-    def to_cookie(self) -> dict[str, Any]:
+    def to_cookie(self) -> JSONObject:
         return {
             "uid": self.user_id,
             "login": self.login,
@@ -168,7 +170,7 @@ class Session:
         }
 
     @classmethod
-    def from_cookie(cls, data: dict[str, Any] | None) -> Session | None:
+    def from_cookie(cls, data: JSONObject | None) -> Session | None:
         if data is None:
             return None
         try:

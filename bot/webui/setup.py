@@ -129,51 +129,64 @@ async def callback(request: web.Request) -> web.StreamResponse:
     async with ui.registration_lock:
         if ui.configured:
             return _already_configured(request, ui)
-        try:
-            answer = await ui.github().convert_manifest(code)
-            creds = AppCredentials.from_conversion(
-                answer, web_url=ui.settings.web_url, api_url=ui.settings.github_api_url
-            )
-        except GitHubError as exc:
-            log.warning("manifest conversion refused: %s", exc)
-            if exc.status is not None and 400 <= exc.status < 500:
-                return refuse(
-                    request, 400, "setup-code-refused", "GitHub did not accept this registration",
-                    "The code is expired or was used already (GitHub gives one hour). Nothing "
-                    "was stored; start again from the setup page.",
-                )  # fmt: skip
+        converted = await _convert(request, ui, code)
+        if isinstance(converted, web.StreamResponse):
+            return converted
+        return await _register(request, ui, converted)
+
+
+async def _convert(
+    request: web.Request, ui: WebUI, code: str
+) -> AppCredentials | web.StreamResponse:
+    """Exchange the code for the App's credentials, or the page saying why not."""
+    try:
+        answer = await ui.github().convert_manifest(code)
+        return AppCredentials.from_conversion(
+            answer, web_url=ui.settings.web_url, api_url=ui.settings.github_api_url
+        )
+    except GitHubError as exc:
+        log.warning("manifest conversion refused: %s", exc)
+        if exc.status is not None and 400 <= exc.status < 500:
             return refuse(
-                request, 502, "setup-github-unavailable", "GitHub could not be reached",
-                f"{exc}. Nothing was stored; try again from the setup page.",
+                request, 400, "setup-code-refused", "GitHub did not accept this registration",
+                "The code is expired or was used already (GitHub gives one hour). Nothing "
+                "was stored; start again from the setup page.",
             )  # fmt: skip
-        except ValueError as exc:
-            return refuse(
-                request, 502, "setup-answer-invalid", "GitHub's answer was not usable",
-                f"{exc}. Nothing was stored.",
-            )  # fmt: skip
-        try:
-            path = save_app(ui.settings.data_dir, creds)
-        except FileExistsError:
-            return _already_configured(request, ui)
-        apply_app(ui.settings, creds)
-        ui.stored = creds
-        log.info("registered GitHub App %s (id %s), stored in %s", creds.slug, creds.app_id, path)
-        checks = [
-            ("credentials stored", True, f"{path} (mode {file_mode(path):o})"),
-            (
-                "webhook secret",
-                creds.webhook_secret is not None,
-                "the App's secret verifies deliveries from now on; the development secret "
-                "is refused"
-                if creds.webhook_secret is not None
-                else "GitHub returned no webhook secret: set one in the App's settings and "
-                "GITHUB_WEBHOOK_SECRET",
-            ),
-        ]
-        checks.append(await _verify_key(ui, creds))
-        await ui.on_configured()
-        _forget_dev_secret(ui)
-        ui.setup_result = SetupResult(creds, tuple(checks))
+        return refuse(
+            request, 502, "setup-github-unavailable", "GitHub could not be reached",
+            f"{exc}. Nothing was stored; try again from the setup page.",
+        )  # fmt: skip
+    except ValueError as exc:
+        return refuse(
+            request, 502, "setup-answer-invalid", "GitHub's answer was not usable",
+            f"{exc}. Nothing was stored.",
+        )  # fmt: skip
+
+
+async def _register(request: web.Request, ui: WebUI, creds: AppCredentials) -> web.StreamResponse:
+    """Store the credentials, apply them at once and check them (the result page lists it)."""
+    try:
+        path = save_app(ui.settings.data_dir, creds)
+    except FileExistsError:
+        return _already_configured(request, ui)
+    apply_app(ui.settings, creds)
+    ui.stored = creds
+    log.info("registered GitHub App %s (id %s), stored in %s", creds.slug, creds.app_id, path)
+    checks = [
+        ("credentials stored", True, f"{path} (mode {file_mode(path):o})"),
+        (
+            "webhook secret",
+            creds.webhook_secret is not None,
+            "the App's secret verifies deliveries from now on; the development secret is refused"
+            if creds.webhook_secret is not None
+            else "GitHub returned no webhook secret: set one in the App's settings and "
+            "GITHUB_WEBHOOK_SECRET",
+        ),
+    ]
+    checks.append(await _verify_key(ui, creds))
+    await ui.on_configured()
+    _forget_dev_secret(ui)
+    ui.setup_result = SetupResult(creds, tuple(checks))
     return see_other(request, "/")
 
 

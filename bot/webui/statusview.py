@@ -69,10 +69,6 @@ class LlmView:
     cost_usd: float
     unpriced_models: tuple[str, ...]
 
-    @property
-    def total_tokens(self) -> int:
-        return self.usage.total_input_tokens + self.usage.output_tokens
-
 
 @dataclass(frozen=True)
 class DeliveryRow:
