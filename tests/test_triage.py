@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.github.resources import PullFile, parse_list
 from bot.kernel.errors import ConfigError
 from bot.triage.codeowners import parse_codeowners
 from bot.triage.rules import (
@@ -71,7 +72,7 @@ def make_repo(tmp_path: Path, before: dict[str, bytes], after: dict[str, bytes |
     return repo
 
 
-def api_files(repo: Path) -> list[dict[str, Any]]:
+def api_files(repo: Path) -> list[PullFile]:
     """What pulls/list-files returns for HEAD~1..HEAD, built from git's own numstat/name-status."""
     status = git(repo, "diff", "-M", "-z", "--name-status", "HEAD~1", "HEAD").split("\0")
     numstat = git(repo, "diff", "-M", "-z", "--numstat", "HEAD~1", "HEAD").split("\0")
@@ -97,7 +98,7 @@ def api_files(repo: Path) -> list[dict[str, Any]]:
         if added != "-" and entry["changes"]:
             entry["patch"] = "@@ …"
         entries.append(entry)
-    return entries
+    return parse_list(PullFile, entries)
 
 
 def change(path: str, add: int = 1, delete: int = 0, **kw: Any) -> FileChange:

@@ -166,7 +166,8 @@ class Reporter:
     def bot_login(self) -> str:
         return f"{self.app_slug}[bot]".lower()
 
-    async def _record(self, kind: str, **data: Any) -> None:
+    async def record(self, kind: str, **data: object) -> None:
+        """Append one event to this PR's event log, under this job."""
         await self.store.append_event(
             EventSpec(repo=self.full_name, pr=self.pr, kind=kind, data=data, job_id=self.job_id)
         )
@@ -201,7 +202,7 @@ class Reporter:
                 self.owner, self.repo, name=CHECK_NAME, head_sha=sha, **fields
             )
             check_id = int(created["id"])
-            await self._record(EventKind.CHECK_RUN, sha=sha, id=check_id)
+            await self.record(EventKind.CHECK_RUN, sha=sha, id=check_id)
         else:
             await self.gh.update_check_run(self.owner, self.repo, check_id, **fields)
         return check_id
@@ -231,7 +232,7 @@ class Reporter:
         if existing is None:
             created = await self.gh.create_comment(self.owner, self.repo, self.pr, text)
             comment_id = int(created["id"])
-            await self._record(EventKind.COMMENT, id=comment_id)
+            await self.record(EventKind.COMMENT, id=comment_id)
             return comment_id
         comment_id = int(existing["id"])
         if existing.get("body") != text:
