@@ -28,7 +28,6 @@ from bot.triage.rules import (
     managed_labels,
     parse_trailers,
     relabel,
-    relabel_size,
     render_triage_markdown,
     risk_flags,
     size_label,
@@ -145,21 +144,6 @@ def test_size_label_custom_thresholds(lines: int, label: str) -> None:
 def test_size_label_rejects_bad_thresholds(thresholds: tuple[int, ...]) -> None:
     with pytest.raises(ConfigError):
         size_label(5, thresholds)
-
-
-@pytest.mark.parametrize(
-    ("current", "new", "remove", "add"),
-    [
-        ([], "size/M", set(), "size/M"),
-        (["size/S", "bug"], "size/M", {"size/S"}, "size/M"),
-        (["size/M", "bug"], "size/M", set(), None),
-        (["size/XS", "size/XXL", "size/M"], "size/M", {"size/XS", "size/XXL"}, None),
-    ],
-)
-def test_relabel_size_replaces(
-    current: list[str], new: str, remove: set[str], add: str | None
-) -> None:
-    assert relabel_size(current, new) == (remove, add)
 
 
 def test_relabel_only_touches_managed_labels() -> None:

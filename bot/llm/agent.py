@@ -17,6 +17,7 @@ data, never instructions.
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import os
 import re
@@ -157,77 +158,77 @@ def _schema(properties: dict[str, Any], required: Sequence[str]) -> dict[str, An
 _PATH = {"type": "string", "description": "Path relative to the repository root."}
 
 
+def _tool(
+    name: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        # A copy: callers may mark the tools (cache_control) without touching the table.
+        "input_schema": _schema(copy.deepcopy(properties), required),
+    }
+
+
+#: The seven tools in their fixed order (DESIGN.md contract: names and input fields).
+_TOOLS: tuple[tuple[str, str, dict[str, Any], list[str]], ...] = (
+    (
+        "read_file",
+        "Read a text file. Lines are returned prefixed with their number and '| '. "
+        "Use start_line/end_line (1-based, inclusive) for large files.",
+        {
+            "path": _PATH,
+            "start_line": {"type": "integer", "minimum": 1},
+            "end_line": {"type": "integer", "minimum": 1},
+        },
+        ["path"],
+    ),
+    (
+        "list_dir",
+        "List a directory: entries sorted, directories end with '/'.",
+        {"path": _PATH},
+        ["path"],
+    ),
+    (
+        "search",
+        "Search the repository's text files with a Python regular expression, line by "
+        "line. Returns 'path:line: text' matches (bounded). Optional path limits the "
+        "search to a file or directory.",
+        {"pattern": {"type": "string", "maxLength": 200}, "path": _PATH},
+        ["pattern"],
+    ),
+    (
+        "replace_in_file",
+        "Replace the exact string `old` with `new` in a file. `old` must occur exactly "
+        "once in the file (include surrounding lines to make it unique).",
+        {"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"}},
+        ["path", "old", "new"],
+    ),
+    (
+        "create_file",
+        "Create a new text file (it must not exist yet) with the given content.",
+        {"path": _PATH, "content": {"type": "string"}},
+        ["path", "content"],
+    ),
+    (
+        "run_check",
+        "Re-run the failing CI command on the current tree in the sandbox. Returns the "
+        "exit code and the (truncated) output.",
+        {},
+        [],
+    ),
+    (
+        "finish",
+        "End the attempt with a short explanation (a few sentences) of the cause and "
+        "the fix, or of why no fix was made.",
+        {"explanation": {"type": "string", "maxLength": 2000}},
+        ["explanation"],
+    ),
+)
+
+
 def tool_definitions() -> list[dict[str, Any]]:
     """The seven tools in their fixed order (DESIGN.md contract); cache mark on the last."""
-    tools: list[dict[str, Any]] = [
-        {
-            "name": "read_file",
-            "description": (
-                "Read a text file. Lines are returned prefixed with their number and '| '. "
-                "Use start_line/end_line (1-based, inclusive) for large files."
-            ),
-            "input_schema": _schema(
-                {
-                    "path": _PATH,
-                    "start_line": {"type": "integer", "minimum": 1},
-                    "end_line": {"type": "integer", "minimum": 1},
-                },
-                ["path"],
-            ),
-        },
-        {
-            "name": "list_dir",
-            "description": "List a directory: entries sorted, directories end with '/'.",
-            "input_schema": _schema({"path": _PATH}, ["path"]),
-        },
-        {
-            "name": "search",
-            "description": (
-                "Search the repository's text files with a Python regular expression, line by "
-                "line. Returns 'path:line: text' matches (bounded). Optional path limits the "
-                "search to a file or directory."
-            ),
-            "input_schema": _schema(
-                {"pattern": {"type": "string", "maxLength": 200}, "path": _PATH}, ["pattern"]
-            ),
-        },
-        {
-            "name": "replace_in_file",
-            "description": (
-                "Replace the exact string `old` with `new` in a file. `old` must occur exactly "
-                "once in the file (include surrounding lines to make it unique)."
-            ),
-            "input_schema": _schema(
-                {"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"}},
-                ["path", "old", "new"],
-            ),
-        },
-        {
-            "name": "create_file",
-            "description": "Create a new text file (it must not exist yet) with the given content.",
-            "input_schema": _schema(
-                {"path": _PATH, "content": {"type": "string"}}, ["path", "content"]
-            ),
-        },
-        {
-            "name": "run_check",
-            "description": (
-                "Re-run the failing CI command on the current tree in the sandbox. Returns the "
-                "exit code and the (truncated) output."
-            ),
-            "input_schema": _schema({}, []),
-        },
-        {
-            "name": "finish",
-            "description": (
-                "End the attempt with a short explanation (a few sentences) of the cause and "
-                "the fix, or of why no fix was made."
-            ),
-            "input_schema": _schema(
-                {"explanation": {"type": "string", "maxLength": 2000}}, ["explanation"]
-            ),
-        },
-    ]
+    tools = [_tool(*spec) for spec in _TOOLS]
     tools[-1]["cache_control"] = {"type": "ephemeral"}
     return tools
 

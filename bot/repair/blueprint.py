@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TypedDict
 
 from bot.diagnosis.classify import Classification, classify
 from bot.diagnosis.logs import DistilledLog
@@ -771,7 +771,7 @@ def outcome_for(
         )
     if plan.step is Step.FIX and repair is not None:
         return _fix_outcome(plan, repair, common, patch=patch, pushed=pushed, push_note=push_note)
-    failures: list[FailureRecord] = common["failures"]
+    failures = common["failures"]
     retryable = all(f.retryable for f in failures) and bool(failures)
     return Outcome(
         title="Needs a human",
@@ -786,10 +786,23 @@ def outcome_for(
     )
 
 
+class _Common(TypedDict):
+    """The outcome's fields every rung fills the same way (``Outcome`` keyword arguments)."""
+
+    environment: list[EnvironmentRecord]
+    llm_usage: dict[str, int]
+    failures: list[FailureRecord]
+    fixes: list[FixRecord]
+    budget: Budget
+    category: Category | None
+    verification: str | None
+    scope: ScopeRecord | None
+    behaviour_changes: list[str]
+
+
 def _common_fields(
     diagnoses: Sequence[Diagnosis], budget: Budget, repair: TreeRepair | None
-) -> dict[str, Any]:
-    """The outcome's fields every rung fills the same way (``Outcome`` keyword arguments)."""
+) -> _Common:
     failures = [d.record() for d in diagnoses]
     fixes = [
         FixRecord(
@@ -803,20 +816,20 @@ def _common_fields(
     ]
     categories = [f.category for f in failures]
     agent = repair.agent_result if repair else None
-    return {
-        "environment": list(repair.environments) if repair else [],
-        "llm_usage": dict(agent.llm_usage) if agent else {},
-        "failures": failures,
-        "fixes": fixes,
-        "budget": budget,
-        "category": categories[0] if len(set(categories)) == 1 else None,
-        "verification": repair.verification if repair else None,
-        "scope": repair.scope if repair else None,
-        "behaviour_changes": list(repair.behaviour_changes) if repair else [],
-    }
+    return _Common(
+        environment=list(repair.environments) if repair else [],
+        llm_usage=dict(agent.llm_usage) if agent else {},
+        failures=failures,
+        fixes=fixes,
+        budget=budget,
+        category=categories[0] if len(set(categories)) == 1 else None,
+        verification=repair.verification if repair else None,
+        scope=repair.scope if repair else None,
+        behaviour_changes=list(repair.behaviour_changes) if repair else [],
+    )
 
 
-def _stopped_outcome(repair: TreeRepair, common: Mapping[str, Any]) -> Outcome | None:
+def _stopped_outcome(repair: TreeRepair, common: _Common) -> Outcome | None:
     """A repair that stopped before fixing: PR code wrote git metadata, the CI job could not
     be rebuilt, or the failure did not reproduce. Nothing was verified in any of them."""
     if repair.unsafe is not None:
@@ -857,7 +870,7 @@ def _stopped_outcome(repair: TreeRepair, common: Mapping[str, Any]) -> Outcome |
 def _fix_outcome(
     plan: Plan,
     repair: TreeRepair,
-    common: Mapping[str, Any],
+    common: _Common,
     *,
     patch: str | None,
     pushed: str | None,

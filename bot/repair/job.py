@@ -68,7 +68,7 @@ from bot.reporting.report import Reporter, ReportGitHub
 from bot.reporting.suggestions import suggestions
 from bot.reporting.summary import Button, render_check_run, render_outcome_markdown
 from bot.sandbox import Runner
-from bot.store import Job, PrEvent, Store
+from bot.store import Job, PrEvent
 from bot.store.episodes import (
     BudgetState,
     EventKind,
@@ -325,7 +325,7 @@ async def run_repair(
     req: RepairRequest,
     *,
     env: RepairEnv,
-    store: Store,
+    store: Any,
     token: str | None,
 ) -> Outcome:
     pull = await open_pull(gh, req)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from bot.github.resources import CheckRun, Comment, Created, JSONObject, parse_list
 from bot.kernel.problems import NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, ConfigProblem
 from bot.reporting.summary import (
@@ -30,7 +31,6 @@ from bot.store.episodes import EventKind, last_event
 
 log = logging.getLogger(__name__)
 
-JSONObject = dict[str, Any]
 _SECTION = re.compile(
     r"<!-- shepherd:section:(?P<name>[a-z]+) -->\n(?P<body>.*?)\n<!-- /shepherd:section -->", re.S
 )
@@ -201,7 +201,7 @@ class Reporter:
             created = await self.gh.create_check_run(
                 self.owner, self.repo, name=CHECK_NAME, head_sha=sha, **fields
             )
-            check_id = int(created["id"])
+            check_id = Created.model_validate(created).id
             await self.record(EventKind.CHECK_RUN, sha=sha, id=check_id)
         else:
             await self.gh.update_check_run(self.owner, self.repo, check_id, **fields)
@@ -210,10 +210,12 @@ class Reporter:
     async def _find_check_run(self, sha: str) -> int | None:
         # A crash between creating the check run and recording it leaves it unrecorded: look it up
         # before creating a second one.
-        for run in await self.gh.list_check_runs_for_ref(self.owner, self.repo, sha):
-            app = run.get("app") or {}
-            if run.get("name") == CHECK_NAME and app.get("slug") in (self.app_slug, None):
-                return int(run["id"])
+        runs = parse_list(
+            CheckRun, await self.gh.list_check_runs_for_ref(self.owner, self.repo, sha)
+        )
+        for run in runs:
+            if run.name == CHECK_NAME and run.app_slug in (self.app_slug, None):
+                return run.id
         return None
 
     async def comment(self, section: str, body: str, outcome: Outcome | None = None) -> int:
@@ -222,8 +224,8 @@ class Reporter:
         sections: dict[str, str] = {}
         previous_outcome = None
         if existing is not None:
-            sections = split_sections(str(existing.get("body") or ""))
-            previous_outcome = extract_outcome(str(existing.get("body") or ""))
+            sections = split_sections(existing.body or "")
+            previous_outcome = extract_outcome(existing.body or "")
         sections[section] = body
         keep = outcome
         if keep is None and previous_outcome is not None:
@@ -231,23 +233,23 @@ class Reporter:
         text = compose_comment(sections, keep)
         if existing is None:
             created = await self.gh.create_comment(self.owner, self.repo, self.pr, text)
-            comment_id = int(created["id"])
+            comment_id = Created.model_validate(created).id
             await self.record(EventKind.COMMENT, id=comment_id)
             return comment_id
-        comment_id = int(existing["id"])
-        if existing.get("body") != text:
+        comment_id = existing.id
+        if existing.body != text:
             await self.gh.update_comment(self.owner, self.repo, comment_id, text)
         return comment_id
 
-    async def _find_comment(self) -> JSONObject | None:
-        for item in await self.gh.list_comments(self.owner, self.repo, self.pr):
-            if STICKY_MARKER in str(item.get("body") or ""):
-                user = item.get("user") or {}
-                if (
-                    str(user.get("login", "")).lower() == f"{self.app_slug}[bot]"
-                    or user.get("type") == "Bot"
-                ):
-                    return item
+    async def _find_comment(self) -> Comment | None:
+        for item in parse_list(
+            Comment, await self.gh.list_comments(self.owner, self.repo, self.pr)
+        ):
+            user = item.user
+            if STICKY_MARKER not in (item.body or "") or user is None:
+                continue
+            if user.login.lower() == f"{self.app_slug}[bot]" or user.is_bot:
+                return item
         return None
 
     async def labels(

@@ -32,7 +32,7 @@ from bot.reporting.summary import CHECK_TEXT_LIMIT, CheckRunOutput
 from bot.store import Job, Store
 from bot.store.episodes import EventKind, is_paused, last_event
 from bot.triage.codeowners import CODEOWNERS_LOCATIONS, Rule, parse_codeowners, split_reviewers
-from bot.triage.lane import LaneGitHub, advance_lane, request_reviewers
+from bot.triage.lane import LaneFacts, LaneGitHub, advance_lane, request_reviewers
 from bot.triage.rules import (
     DEFAULT_RISK_LABELS,
     FileChange,
@@ -149,18 +149,6 @@ def render_section(t: Triage) -> str:
     return f"{render_triage_markdown(t).rstrip()}\n\n{TRIAGE_JSON_OPEN}\n{safe}\n-->"
 
 
-def extract_triage(body: str) -> JSONObject | None:
-    """Read back the triage JSON hidden in a sticky comment (for scripts and tests)."""
-    start = body.find(TRIAGE_JSON_OPEN)
-    if start < 0:
-        return None
-    end = body.find("-->", start + len(TRIAGE_JSON_OPEN))
-    if end < 0:
-        return None
-    value = json.loads(body[start + len(TRIAGE_JSON_OPEN) : end])
-    return value if isinstance(value, dict) else None
-
-
 def check_output(t: Triage) -> CheckRunOutput:
     """The ``shepherd`` check run when triage is all there is on this SHA.
 
@@ -268,7 +256,11 @@ async def run_triage(
             pull=pull,
             sha=pull.head.sha,
             config=config,
-            triage_json=result.as_json(),
+            facts=LaneFacts(
+                is_agent=result.agent.is_agent,
+                launched_by=result.agent.launched_by,
+                reviewers=tuple(result.reviewers),
+            ),
             app_slug=app_slug,
         )
     elif config.triage.request_reviewers and not pull.draft:

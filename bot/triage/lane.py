@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from bot.github.resources import CheckRun, JSONObject, PullRequest, parse_list
 from bot.kernel.errors import GitHubError
@@ -102,17 +102,36 @@ def checks_state(runs: Sequence[CheckRun]) -> ChecksState:
     return "green"
 
 
-def handoff_human(pull: PullRequest, agent: Mapping[str, Any], config: RepoConfig) -> str | None:
+@dataclass(frozen=True)
+class LaneFacts:
+    """What the lane reads of a PR's triage (the ``triaged`` event's JSON, or the triage itself):
+    whether an agent wrote it, the human who launched the agent, the suggested reviewers."""
+
+    is_agent: bool = False
+    launched_by: str | None = None
+    reviewers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, triage_json: Mapping[str, object]) -> LaneFacts:
+        agent = triage_json.get("agent")
+        agent = agent if isinstance(agent, Mapping) else {}
+        reviewers = triage_json.get("reviewers")
+        launched_by = agent.get("launched_by")
+        return cls(
+            is_agent=bool(agent.get("is_agent")),
+            launched_by=str(launched_by) if launched_by else None,
+            reviewers=tuple(str(r) for r in reviewers) if isinstance(reviewers, list) else (),
+        )
+
+
+def handoff_human(pull: PullRequest, facts: LaneFacts, config: RepoConfig) -> str | None:
     """Who takes over an agent PR: a human assignee, else the human who launched the agent
     (the triage's ``launched_by``), else the configured fallback."""
     for assignee in pull.assignees:
         login = assignee.login
         if login and not assignee.is_bot and not login.lower().endswith("[bot]"):
             return login
-    launched_by = agent.get("launched_by")
-    if launched_by:
-        return str(launched_by)
-    return config.agent_lane.fallback_assignee
+    return facts.launched_by or config.agent_lane.fallback_assignee
 
 
 async def request_reviewers(
@@ -222,12 +241,7 @@ class _Lane:
     pull: PullRequest
     sha: str
     config: RepoConfig
-    triage_json: Mapping[str, Any]
-
-    @property
-    def agent(self) -> Mapping[str, Any]:
-        agent = self.triage_json.get("agent") or {}
-        return agent if isinstance(agent, Mapping) else {}
+    facts: LaneFacts
 
 
 async def advance_lane(
@@ -237,13 +251,13 @@ async def advance_lane(
     pull: PullRequest,
     sha: str,
     config: RepoConfig,
-    triage_json: Mapping[str, Any],
+    facts: LaneFacts,
     app_slug: str,
 ) -> str:
     """Move an agent PR along the lane; returns ``requested``, ``handoff``, ``waiting`` or
     ``noop``. Safe to call any number of times: every request is recorded and not repeated."""
-    lane = _Lane(gh, reporter, pull, sha, config, triage_json)
-    if not lane.agent.get("is_agent") or not config.agent_lane.enabled:
+    lane = _Lane(gh, reporter, pull, sha, config, facts)
+    if not facts.is_agent or not config.agent_lane.enabled:
         return "noop"
     events = await reporter.events()
     episode = episode_events(events)
@@ -284,7 +298,7 @@ async def _green(lane: _Lane, runs: Sequence[CheckRun]) -> str:
     """Every check passed: ask the code owners (or the agent's launcher) to review, once."""
     reporter, sha = lane.reporter, lane.sha
     count = f"{len(runs)} check{'s' if len(runs) != 1 else ''}"
-    suggested = [str(r) for r in lane.triage_json.get("reviewers") or []]
+    suggested = list(lane.facts.reviewers)
     if not lane.config.triage.request_reviewers:
         # The repository asked for suggestions only; say the PR is ready, once.
         await reporter.record(
@@ -296,9 +310,9 @@ async def _green(lane: _Lane, runs: Sequence[CheckRun]) -> str:
         )
         return "requested"
     users, teams = split_reviewers(suggested)
-    launcher = lane.agent.get("launched_by")
+    launcher = lane.facts.launched_by
     if not users and not teams and launcher:
-        users = [str(launcher)]  # no code owner: the person who launched the agent reviews
+        users = [launcher]  # no code owner: the person who launched the agent reviews
     asked_users, asked_teams = await request_reviewers(
         lane.gh, reporter, lane.pull, users=users, teams=teams, sha=sha, reason=LANE_REASON
     )
@@ -325,7 +339,7 @@ async def _hand_off(lane: _Lane) -> str:
     episode = episode_events(await reporter.events())
     if last_event(episode, EventKind.REVIEWERS_REQUESTED, reason=HANDOFF_REASON, sha=sha):
         return "noop"
-    human = handoff_human(lane.pull, lane.agent, lane.config)
+    human = handoff_human(lane.pull, lane.facts, lane.config)
     if human is None:
         await reporter.comment(
             STATUS_SECTION,
@@ -382,6 +396,6 @@ async def run_agent_lane(
         pull=pull,
         sha=req.sha,
         config=loaded.config,
-        triage_json=triaged.data.get("triage") or {},
+        facts=LaneFacts.from_json(triaged.data.get("triage") or {}),
         app_slug=app_slug,
     )

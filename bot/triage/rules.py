@@ -14,7 +14,7 @@ from itertools import pairwise
 from typing import Any, Literal, cast
 
 from unidiff.errors import UnidiffParseError
-from unidiff.patch import PatchSet
+from unidiff.patch import PatchedFile, PatchSet
 
 from bot.github.resources import PullFile
 from bot.kernel.errors import ConfigError
@@ -313,7 +313,9 @@ def _section_path(section: str) -> str:
     return first[:200]
 
 
-def _from_patched_file(patched: Any, section: str, generated: GeneratedMatcher) -> FileChange:
+def _from_patched_file(
+    patched: PatchedFile, section: str, generated: GeneratedMatcher
+) -> FileChange:
     source = _strip_prefix(patched.source_file)
     target = _strip_prefix(patched.target_file)
     binary = bool(patched.is_binary_file) or any(marker in section for marker in _BINARY_MARKERS)
@@ -393,13 +395,6 @@ def size_label(changed_lines: int, thresholds: Sequence[int] = DEFAULT_SIZE_THRE
         if changed_lines < threshold:
             return label
     return SIZE_LABELS[-1]
-
-
-def relabel_size(current: Iterable[str], new: str) -> tuple[set[str], str | None]:
-    """(size labels to remove, label to add or None if already present): one size label stays."""
-    current_set = set(current)
-    to_remove = {label for label in current_set if label.startswith("size/") and label != new}
-    return to_remove, (None if new in current_set else new)
 
 
 def relabel(
