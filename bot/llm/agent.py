@@ -31,6 +31,7 @@ import anthropic
 
 from bot.diagnosis.logs import DistilledLog
 from bot.git.workspace import Worktree, reset_to, snapshot_tree, tree_diff
+from bot.github.resources import JSONObject
 from bot.kernel.errors import ShepherdError, UnsafeWorktree
 from bot.kernel.settings import DEFAULT_MODEL
 from bot.llm.guards import check_attempt
@@ -91,7 +92,7 @@ class AgentOutcome:
     #: Whether the failing command passed on the attempt's tree (run by the agent or at the end).
     check_passed: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {
             "status": self.status,
             "explanation": self.explanation,
@@ -141,12 +142,12 @@ except through review by the CI bot.
 """
 
 
-def system_blocks() -> list[dict[str, Any]]:
+def system_blocks() -> list[JSONObject]:
     """The system prompt as the Messages API takes it, cache breakpoint included."""
     return [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
 
 
-def _schema(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
+def _schema(properties: JSONObject, required: Sequence[str]) -> JSONObject:
     return {
         "type": "object",
         "properties": properties,
@@ -158,9 +159,7 @@ def _schema(properties: dict[str, Any], required: Sequence[str]) -> dict[str, An
 _PATH = {"type": "string", "description": "Path relative to the repository root."}
 
 
-def _tool(
-    name: str, description: str, properties: dict[str, Any], required: list[str]
-) -> dict[str, Any]:
+def _tool(name: str, description: str, properties: JSONObject, required: list[str]) -> JSONObject:
     return {
         "name": name,
         "description": description,
@@ -170,7 +169,7 @@ def _tool(
 
 
 #: The seven tools in their fixed order (DESIGN.md contract: names and input fields).
-_TOOLS: tuple[tuple[str, str, dict[str, Any], list[str]], ...] = (
+_TOOLS: tuple[tuple[str, str, JSONObject, list[str]], ...] = (
     (
         "read_file",
         "Read a text file. Lines are returned prefixed with their number and '| '. "
@@ -226,7 +225,7 @@ _TOOLS: tuple[tuple[str, str, dict[str, Any], list[str]], ...] = (
 )
 
 
-def tool_definitions() -> list[dict[str, Any]]:
+def tool_definitions() -> list[JSONObject]:
     """The seven tools in their fixed order (DESIGN.md contract); cache mark on the last."""
     tools = [_tool(*spec) for spec in _TOOLS]
     tools[-1]["cache_control"] = {"type": "ephemeral"}
@@ -697,9 +696,9 @@ def _retry_after(exc: anthropic.APIStatusError) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _content_params(content: Sequence[Any]) -> list[dict[str, Any]]:
+def _content_params(content: Sequence[Any]) -> list[JSONObject]:
     """The assistant's blocks as request params (only the kinds this loop uses)."""
-    blocks: list[dict[str, Any]] = []
+    blocks: list[JSONObject] = []
     for block in content:
         if block.type == "text":
             blocks.append({"type": "text", "text": block.text})
@@ -936,7 +935,7 @@ class _Session:
             self.explanation = f"could not reach the Anthropic API: {type(exc).__name__}"
 
     async def _loop(self, first_message: str) -> None:
-        messages: list[dict[str, Any]] = [{"role": "user", "content": first_message}]
+        messages: list[JSONObject] = [{"role": "user", "content": first_message}]
         while True:
             limit = self._exhausted()
             if limit is not None:
@@ -962,7 +961,7 @@ class _Session:
                     block.text for block in response.content if block.type == "text"
                 )
                 return
-            results: list[dict[str, Any]] = []
+            results: list[JSONObject] = []
             for block in tool_uses:
                 if block.name == "finish":
                     explanation = (

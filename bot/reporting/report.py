@@ -187,7 +187,7 @@ class Reporter:
         events = await self.events()
         known = last_event(events, EventKind.CHECK_RUN, sha=sha)
         check_id = int(known.data["id"]) if known else await self._find_check_run(sha)
-        fields: dict[str, Any] = {
+        fields: JSONObject = {
             "status": status,
             "title": output.title,
             "summary": output.summary,

@@ -11,8 +11,8 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from bot.github.resources import JSONObject
 from bot.kernel.problems import Category, NextAction, Outcome, OutcomeKind
 
 #: Hidden marker that identifies Shepherd's one sticky comment on a PR (bedevere's habit).
@@ -66,11 +66,11 @@ class CheckRunOutput:
     summary: str
     conclusion: str
     text: str | None = None
-    annotations: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[JSONObject] = field(default_factory=list)
     actions: list[Button] = field(default_factory=list)
 
-    def to_api(self) -> dict[str, Any]:
-        output: dict[str, Any] = {"title": self.title, "summary": self.summary}
+    def to_api(self) -> JSONObject:
+        output: JSONObject = {"title": self.title, "summary": self.summary}
         if self.text:
             output["text"] = self.text
         return output
@@ -208,7 +208,7 @@ def embed_outcome(outcome: Outcome) -> str:
     return f"{OUTCOME_OPEN}\n{safe}\n{OUTCOME_CLOSE}"
 
 
-def extract_outcome(body: str) -> dict[str, Any] | None:
+def extract_outcome(body: str) -> JSONObject | None:
     """Read back the JSON outcome embedded in a sticky comment (for scripts and tests). It is
     always the last block of the comment."""
     start = body.rfind(OUTCOME_OPEN)
@@ -225,7 +225,7 @@ def render_check_run(
     outcome: Outcome,
     *,
     triage_markdown: str = "",
-    annotations: Sequence[dict[str, Any]] = (),
+    annotations: Sequence[JSONObject] = (),
     actions: Sequence[Button] = (),
 ) -> CheckRunOutput:
     summary = render_outcome_markdown(outcome)

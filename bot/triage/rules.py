@@ -11,12 +11,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchedFile, PatchSet
 
-from bot.github.resources import PullFile
+from bot.github.resources import JSONObject, PullFile
 from bot.kernel.errors import ConfigError
 from bot.triage.codeowners import Rule, compile_glob, compile_globs, suggest_reviewers
 
@@ -1007,7 +1007,7 @@ class Triage:
             labels.append(self.agent_label)
         return tuple(dict.fromkeys(labels))
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JSONObject:
         """The triage part of the JSON outcome (per-file details left out; paths capped)."""
         return {
             "files": self.files,
