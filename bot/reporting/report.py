@@ -153,8 +153,8 @@ class Reporter:
         app_slug: str,
         job_id: int | None = None,
     ) -> None:
-        self.gh = gh
-        self.store = store
+        self._gh = gh
+        self._store = store
         self.owner = owner
         self.repo = repo
         self.full_name = f"{owner}/{repo}"
@@ -168,12 +168,12 @@ class Reporter:
 
     async def record(self, kind: str, **data: object) -> None:
         """Append one event to this PR's event log, under this job."""
-        await self.store.append_event(
+        await self._store.append_event(
             EventSpec(repo=self.full_name, pr=self.pr, kind=kind, data=data, job_id=self.job_id)
         )
 
     async def events(self) -> list[PrEvent]:
-        return await self.store.list_events(self.full_name, self.pr)
+        return await self._store.list_events(self.full_name, self.pr)
 
     async def check_run(
         self,
@@ -198,20 +198,20 @@ class Reporter:
         if status == "completed":
             fields["conclusion"] = output.conclusion
         if check_id is None:
-            created = await self.gh.create_check_run(
+            created = await self._gh.create_check_run(
                 self.owner, self.repo, name=CHECK_NAME, head_sha=sha, **fields
             )
             check_id = Created.model_validate(created).id
             await self.record(EventKind.CHECK_RUN, sha=sha, id=check_id)
         else:
-            await self.gh.update_check_run(self.owner, self.repo, check_id, **fields)
+            await self._gh.update_check_run(self.owner, self.repo, check_id, **fields)
         return check_id
 
     async def _find_check_run(self, sha: str) -> int | None:
         # A crash between creating the check run and recording it leaves it unrecorded: look it up
         # before creating a second one.
         runs = parse_list(
-            CheckRun, await self.gh.list_check_runs_for_ref(self.owner, self.repo, sha)
+            CheckRun, await self._gh.list_check_runs_for_ref(self.owner, self.repo, sha)
         )
         for run in runs:
             if run.name == CHECK_NAME and run.app_slug in (self.app_slug, None):
@@ -232,18 +232,18 @@ class Reporter:
             keep = Outcome.model_validate(previous_outcome)
         text = compose_comment(sections, keep)
         if existing is None:
-            created = await self.gh.create_comment(self.owner, self.repo, self.pr, text)
+            created = await self._gh.create_comment(self.owner, self.repo, self.pr, text)
             comment_id = Created.model_validate(created).id
             await self.record(EventKind.COMMENT, id=comment_id)
             return comment_id
         comment_id = existing.id
         if existing.body != text:
-            await self.gh.update_comment(self.owner, self.repo, comment_id, text)
+            await self._gh.update_comment(self.owner, self.repo, comment_id, text)
         return comment_id
 
     async def _find_comment(self) -> Comment | None:
         for item in parse_list(
-            Comment, await self.gh.list_comments(self.owner, self.repo, self.pr)
+            Comment, await self._gh.list_comments(self.owner, self.repo, self.pr)
         ):
             user = item.user
             if STICKY_MARKER not in (item.body or "") or user is None:
@@ -257,10 +257,10 @@ class Reporter:
     ) -> None:
         wanted = [name for name in add if name not in current]
         if wanted:
-            await self.gh.add_labels(self.owner, self.repo, self.pr, wanted)
+            await self._gh.add_labels(self.owner, self.repo, self.pr, wanted)
         for name in remove:
             if not current or name in current:
-                await self.gh.remove_label(self.owner, self.repo, self.pr, name)
+                await self._gh.remove_label(self.owner, self.repo, self.pr, name)
 
     async def config_problem(self, sha: str, problem: ConfigProblem) -> Outcome:
         """An invalid ``.github/shepherd.yml``: one neutral ``shepherd`` check run with an

@@ -248,6 +248,21 @@ async def run_triage(
     tconfig = triage_config(config, shepherd_login=f"{app_slug}[bot]")
     result, owners_path = await _triage_pull(gh, req, pull, config, tconfig)
     await _publish(gh, reporter, req, pull, result, config, tconfig, owners_path)
+    await _ask_for_review(gh, reporter, pull, result, config, app_slug=app_slug)
+    return TriageResult("triaged", result)
+
+
+async def _ask_for_review(
+    gh: TriageGitHub,
+    reporter: Reporter,
+    pull: PullRequest,
+    result: Triage,
+    config: RepoConfig,
+    *,
+    app_slug: str,
+) -> None:
+    """Who reviews next: an agent PR moves along the agent lane (review once green), a human
+    PR's code owners are asked now."""
     if result.agent.is_agent and config.agent_lane.enabled:
         # The agent lane requests review itself, once the checks are green.
         await advance_lane(
@@ -266,7 +281,6 @@ async def run_triage(
     elif config.triage.request_reviewers and not pull.draft:
         # GitHub does not ask code owners to review drafts either; ready_for_review re-triages.
         await _request_owners(gh, reporter, pull, result, pull.head.sha)
-    return TriageResult("triaged", result)
 
 
 async def _triage_pull(
