@@ -156,6 +156,9 @@ def _schema(properties: JSONObject, required: Sequence[str]) -> JSONObject:
     }
 
 
+#: A tool call's input as the model wrote it: untrusted, every field checked before use.
+ToolInput = Mapping[str, object]
+
 _PATH = {"type": "string", "description": "Path relative to the repository root."}
 
 
@@ -379,7 +382,7 @@ class Workspace:
 
     # Each tool returns the text of its tool_result or raises ToolError.
 
-    def read_file(self, args: Mapping[str, Any]) -> str:
+    def read_file(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path"))
         if not target.is_file():
             raise ToolError(f"{args.get('path')}: no such file")
@@ -409,7 +412,7 @@ class Workspace:
             return "(empty file)"
         return "\n".join(out) if out else f"(the file has {len(lines)} lines)"
 
-    def list_dir(self, args: Mapping[str, Any]) -> str:
+    def list_dir(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path", "."), allow_root=True)
         if not target.is_dir():
             raise ToolError(f"{args.get('path')}: not a directory")
@@ -425,7 +428,7 @@ class Workspace:
             )
         return "\n".join(entries) if entries else "(empty directory)"
 
-    def search(self, args: Mapping[str, Any]) -> str:
+    def search(self, args: ToolInput) -> str:
         pattern = args.get("pattern")
         if not isinstance(pattern, str) or not pattern:
             raise ToolError("pattern must be a non-empty string")
@@ -469,7 +472,7 @@ class Workspace:
                 break
         return found
 
-    def replace_in_file(self, args: Mapping[str, Any]) -> str:
+    def replace_in_file(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path"))
         old, new = args.get("old"), args.get("new")
         if not isinstance(old, str) or not isinstance(new, str):
@@ -497,7 +500,7 @@ class Workspace:
         self._edited()
         return f"replaced 1 occurrence in {self.display(target)}"
 
-    def create_file(self, args: Mapping[str, Any]) -> str:
+    def create_file(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path"))
         content = args.get("content")
         if not isinstance(content, str):
@@ -518,7 +521,7 @@ class Workspace:
         self.edits += 1
         self.edited_since_check = True
 
-    async def run_check(self, args: Mapping[str, Any]) -> str:
+    async def run_check(self, args: ToolInput) -> str:
         result = await self.check()
         status = "passed" if result.ok else "FAILED"
         timed_out = " (timed out)" if result.timed_out else ""
@@ -543,7 +546,7 @@ class Workspace:
         return result
 
 
-def _int_arg(args: Mapping[str, Any], name: str, default: int) -> int:
+def _int_arg(args: ToolInput, name: str, default: int) -> int:
     value = args.get(name, default)
     if value is None:
         return default
