@@ -7,7 +7,6 @@ import pytest
 from bot.triage.codeowners import (
     CODEOWNERS_LOCATIONS,
     compile_glob,
-    glob_match,
     owners_for,
     parse_codeowners,
     split_reviewers,
@@ -90,7 +89,7 @@ GLOB_CASES = [
 
 @pytest.mark.parametrize(("pattern", "path", "expected"), GLOB_CASES)
 def test_glob_match(pattern: str, path: str, expected: bool) -> None:
-    assert glob_match(pattern, path) is expected
+    assert (compile_glob(pattern).match(path) is not None) is expected
 
 
 # gitattributes semantics: a pattern matching a directory does not match the files inside.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.github.resources import PullFile, parse_list
 from bot.kernel.errors import ConfigError
 from bot.triage.codeowners import parse_codeowners
 from bot.triage.rules import (
@@ -27,7 +28,6 @@ from bot.triage.rules import (
     managed_labels,
     parse_trailers,
     relabel,
-    relabel_size,
     render_triage_markdown,
     risk_flags,
     size_label,
@@ -71,7 +71,7 @@ def make_repo(tmp_path: Path, before: dict[str, bytes], after: dict[str, bytes |
     return repo
 
 
-def api_files(repo: Path) -> list[dict[str, Any]]:
+def api_files(repo: Path) -> list[PullFile]:
     """What pulls/list-files returns for HEAD~1..HEAD, built from git's own numstat/name-status."""
     status = git(repo, "diff", "-M", "-z", "--name-status", "HEAD~1", "HEAD").split("\0")
     numstat = git(repo, "diff", "-M", "-z", "--numstat", "HEAD~1", "HEAD").split("\0")
@@ -97,7 +97,7 @@ def api_files(repo: Path) -> list[dict[str, Any]]:
         if added != "-" and entry["changes"]:
             entry["patch"] = "@@ …"
         entries.append(entry)
-    return entries
+    return parse_list(PullFile, entries)
 
 
 def change(path: str, add: int = 1, delete: int = 0, **kw: Any) -> FileChange:
@@ -144,21 +144,6 @@ def test_size_label_custom_thresholds(lines: int, label: str) -> None:
 def test_size_label_rejects_bad_thresholds(thresholds: tuple[int, ...]) -> None:
     with pytest.raises(ConfigError):
         size_label(5, thresholds)
-
-
-@pytest.mark.parametrize(
-    ("current", "new", "remove", "add"),
-    [
-        ([], "size/M", set(), "size/M"),
-        (["size/S", "bug"], "size/M", {"size/S"}, "size/M"),
-        (["size/M", "bug"], "size/M", set(), None),
-        (["size/XS", "size/XXL", "size/M"], "size/M", {"size/XS", "size/XXL"}, None),
-    ],
-)
-def test_relabel_size_replaces(
-    current: list[str], new: str, remove: set[str], add: str | None
-) -> None:
-    assert relabel_size(current, new) == (remove, add)
 
 
 def test_relabel_only_touches_managed_labels() -> None:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
 
 from bot.reporting.summary import extract_outcome
 from bot.store import JobState
-from bot.triage.job import extract_triage
+from bot.triage.job import TRIAGE_JSON_OPEN
 from handlers.pull_requests import TRIAGE_ACTIONS
 from tests.conftest import SHARED
 from tests.e2e_support import World, git, scenario_files, scenario_log
 from tests.ghsim import SimContext, SimPull, commit_files
+
+
+def extract_triage(body: str) -> dict[str, Any] | None:
+    """Read back the triage JSON hidden in a sticky comment."""
+    start = body.find(TRIAGE_JSON_OPEN)
+    if start < 0:
+        return None
+    end = body.find("-->", start + len(TRIAGE_JSON_OPEN))
+    if end < 0:
+        return None
+    value = json.loads(body[start + len(TRIAGE_JSON_OPEN) : end])
+    return value if isinstance(value, dict) else None
+
 
 RUFF = "af-ruff-check-unused-imports"
 PR_EXAMPLES = sorted(p.name for p in (SHARED / "github" / "webhooks" / "pull_request").glob("*"))

@@ -17,6 +17,7 @@ data, never instructions.
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import os
 import re
@@ -30,6 +31,7 @@ import anthropic
 
 from bot.diagnosis.logs import DistilledLog
 from bot.git.workspace import Worktree, reset_to, snapshot_tree, tree_diff
+from bot.github.resources import JSONObject
 from bot.kernel.errors import ShepherdError, UnsafeWorktree
 from bot.kernel.settings import DEFAULT_MODEL
 from bot.llm.guards import check_attempt
@@ -90,7 +92,7 @@ class AgentOutcome:
     #: Whether the failing command passed on the attempt's tree (run by the agent or at the end).
     check_passed: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {
             "status": self.status,
             "explanation": self.explanation,
@@ -140,12 +142,12 @@ except through review by the CI bot.
 """
 
 
-def system_blocks() -> list[dict[str, Any]]:
+def system_blocks() -> list[JSONObject]:
     """The system prompt as the Messages API takes it, cache breakpoint included."""
     return [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
 
 
-def _schema(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
+def _schema(properties: JSONObject, required: Sequence[str]) -> JSONObject:
     return {
         "type": "object",
         "properties": properties,
@@ -154,80 +156,81 @@ def _schema(properties: dict[str, Any], required: Sequence[str]) -> dict[str, An
     }
 
 
+#: A tool call's input as the model wrote it: untrusted, every field checked before use.
+ToolInput = Mapping[str, object]
+
 _PATH = {"type": "string", "description": "Path relative to the repository root."}
 
 
-def tool_definitions() -> list[dict[str, Any]]:
+def _tool(name: str, description: str, properties: JSONObject, required: list[str]) -> JSONObject:
+    return {
+        "name": name,
+        "description": description,
+        # A copy: callers may mark the tools (cache_control) without touching the table.
+        "input_schema": _schema(copy.deepcopy(properties), required),
+    }
+
+
+#: The seven tools in their fixed order (DESIGN.md contract: names and input fields).
+_TOOLS: tuple[tuple[str, str, JSONObject, list[str]], ...] = (
+    (
+        "read_file",
+        "Read a text file. Lines are returned prefixed with their number and '| '. "
+        "Use start_line/end_line (1-based, inclusive) for large files.",
+        {
+            "path": _PATH,
+            "start_line": {"type": "integer", "minimum": 1},
+            "end_line": {"type": "integer", "minimum": 1},
+        },
+        ["path"],
+    ),
+    (
+        "list_dir",
+        "List a directory: entries sorted, directories end with '/'.",
+        {"path": _PATH},
+        ["path"],
+    ),
+    (
+        "search",
+        "Search the repository's text files with a Python regular expression, line by "
+        "line. Returns 'path:line: text' matches (bounded). Optional path limits the "
+        "search to a file or directory.",
+        {"pattern": {"type": "string", "maxLength": 200}, "path": _PATH},
+        ["pattern"],
+    ),
+    (
+        "replace_in_file",
+        "Replace the exact string `old` with `new` in a file. `old` must occur exactly "
+        "once in the file (include surrounding lines to make it unique).",
+        {"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"}},
+        ["path", "old", "new"],
+    ),
+    (
+        "create_file",
+        "Create a new text file (it must not exist yet) with the given content.",
+        {"path": _PATH, "content": {"type": "string"}},
+        ["path", "content"],
+    ),
+    (
+        "run_check",
+        "Re-run the failing CI command on the current tree in the sandbox. Returns the "
+        "exit code and the (truncated) output.",
+        {},
+        [],
+    ),
+    (
+        "finish",
+        "End the attempt with a short explanation (a few sentences) of the cause and "
+        "the fix, or of why no fix was made.",
+        {"explanation": {"type": "string", "maxLength": 2000}},
+        ["explanation"],
+    ),
+)
+
+
+def tool_definitions() -> list[JSONObject]:
     """The seven tools in their fixed order (DESIGN.md contract); cache mark on the last."""
-    tools: list[dict[str, Any]] = [
-        {
-            "name": "read_file",
-            "description": (
-                "Read a text file. Lines are returned prefixed with their number and '| '. "
-                "Use start_line/end_line (1-based, inclusive) for large files."
-            ),
-            "input_schema": _schema(
-                {
-                    "path": _PATH,
-                    "start_line": {"type": "integer", "minimum": 1},
-                    "end_line": {"type": "integer", "minimum": 1},
-                },
-                ["path"],
-            ),
-        },
-        {
-            "name": "list_dir",
-            "description": "List a directory: entries sorted, directories end with '/'.",
-            "input_schema": _schema({"path": _PATH}, ["path"]),
-        },
-        {
-            "name": "search",
-            "description": (
-                "Search the repository's text files with a Python regular expression, line by "
-                "line. Returns 'path:line: text' matches (bounded). Optional path limits the "
-                "search to a file or directory."
-            ),
-            "input_schema": _schema(
-                {"pattern": {"type": "string", "maxLength": 200}, "path": _PATH}, ["pattern"]
-            ),
-        },
-        {
-            "name": "replace_in_file",
-            "description": (
-                "Replace the exact string `old` with `new` in a file. `old` must occur exactly "
-                "once in the file (include surrounding lines to make it unique)."
-            ),
-            "input_schema": _schema(
-                {"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"}},
-                ["path", "old", "new"],
-            ),
-        },
-        {
-            "name": "create_file",
-            "description": "Create a new text file (it must not exist yet) with the given content.",
-            "input_schema": _schema(
-                {"path": _PATH, "content": {"type": "string"}}, ["path", "content"]
-            ),
-        },
-        {
-            "name": "run_check",
-            "description": (
-                "Re-run the failing CI command on the current tree in the sandbox. Returns the "
-                "exit code and the (truncated) output."
-            ),
-            "input_schema": _schema({}, []),
-        },
-        {
-            "name": "finish",
-            "description": (
-                "End the attempt with a short explanation (a few sentences) of the cause and "
-                "the fix, or of why no fix was made."
-            ),
-            "input_schema": _schema(
-                {"explanation": {"type": "string", "maxLength": 2000}}, ["explanation"]
-            ),
-        },
-    ]
+    tools = [_tool(*spec) for spec in _TOOLS]
     tools[-1]["cache_control"] = {"type": "ephemeral"}
     return tools
 
@@ -379,7 +382,7 @@ class Workspace:
 
     # Each tool returns the text of its tool_result or raises ToolError.
 
-    def read_file(self, args: Mapping[str, Any]) -> str:
+    def read_file(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path"))
         if not target.is_file():
             raise ToolError(f"{args.get('path')}: no such file")
@@ -409,7 +412,7 @@ class Workspace:
             return "(empty file)"
         return "\n".join(out) if out else f"(the file has {len(lines)} lines)"
 
-    def list_dir(self, args: Mapping[str, Any]) -> str:
+    def list_dir(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path", "."), allow_root=True)
         if not target.is_dir():
             raise ToolError(f"{args.get('path')}: not a directory")
@@ -425,7 +428,7 @@ class Workspace:
             )
         return "\n".join(entries) if entries else "(empty directory)"
 
-    def search(self, args: Mapping[str, Any]) -> str:
+    def search(self, args: ToolInput) -> str:
         pattern = args.get("pattern")
         if not isinstance(pattern, str) or not pattern:
             raise ToolError("pattern must be a non-empty string")
@@ -469,7 +472,7 @@ class Workspace:
                 break
         return found
 
-    def replace_in_file(self, args: Mapping[str, Any]) -> str:
+    def replace_in_file(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path"))
         old, new = args.get("old"), args.get("new")
         if not isinstance(old, str) or not isinstance(new, str):
@@ -497,7 +500,7 @@ class Workspace:
         self._edited()
         return f"replaced 1 occurrence in {self.display(target)}"
 
-    def create_file(self, args: Mapping[str, Any]) -> str:
+    def create_file(self, args: ToolInput) -> str:
         target = self.resolve(args.get("path"))
         content = args.get("content")
         if not isinstance(content, str):
@@ -518,7 +521,7 @@ class Workspace:
         self.edits += 1
         self.edited_since_check = True
 
-    async def run_check(self, args: Mapping[str, Any]) -> str:
+    async def run_check(self, args: ToolInput) -> str:
         result = await self.check()
         status = "passed" if result.ok else "FAILED"
         timed_out = " (timed out)" if result.timed_out else ""
@@ -543,7 +546,7 @@ class Workspace:
         return result
 
 
-def _int_arg(args: Mapping[str, Any], name: str, default: int) -> int:
+def _int_arg(args: ToolInput, name: str, default: int) -> int:
     value = args.get(name, default)
     if value is None:
         return default
@@ -696,9 +699,9 @@ def _retry_after(exc: anthropic.APIStatusError) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _content_params(content: Sequence[Any]) -> list[dict[str, Any]]:
+def _content_params(content: Sequence[Any]) -> list[JSONObject]:
     """The assistant's blocks as request params (only the kinds this loop uses)."""
-    blocks: list[dict[str, Any]] = []
+    blocks: list[JSONObject] = []
     for block in content:
         if block.type == "text":
             blocks.append({"type": "text", "text": block.text})
@@ -935,7 +938,7 @@ class _Session:
             self.explanation = f"could not reach the Anthropic API: {type(exc).__name__}"
 
     async def _loop(self, first_message: str) -> None:
-        messages: list[dict[str, Any]] = [{"role": "user", "content": first_message}]
+        messages: list[JSONObject] = [{"role": "user", "content": first_message}]
         while True:
             limit = self._exhausted()
             if limit is not None:
@@ -961,7 +964,7 @@ class _Session:
                     block.text for block in response.content if block.type == "text"
                 )
                 return
-            results: list[dict[str, Any]] = []
+            results: list[JSONObject] = []
             for block in tool_uses:
                 if block.name == "finish":
                     explanation = (

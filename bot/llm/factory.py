@@ -6,9 +6,6 @@ The model name comes from the repository config (``llm.model``) or the deploymen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import anthropic
 
 from bot.kernel.repoconfig import LLMConfig, RepoConfig
@@ -59,7 +56,7 @@ class AgentFactory:
         self.settings = settings
         self._client: anthropic.AsyncAnthropic | None = None
 
-    def __call__(self, config: RepoConfig, pull: Mapping[str, Any]) -> tuple[Fixer | None, str]:
+    def __call__(self, config: RepoConfig, pr: PRContext) -> tuple[Fixer | None, str]:
         key = self.settings.anthropic_api_key
         if key is None:
             return None, NO_KEY
@@ -69,7 +66,6 @@ class AgentFactory:
                 base_url=self.settings.anthropic_base_url,
                 max_retries=API_MAX_RETRIES,
             )
-        pr = PRContext(title=str(pull.get("title") or ""), body=str(pull.get("body") or ""))
         return make_agent(self.settings, config.llm, pr, client=self._client)
 
     async def aclose(self) -> None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from unidiff.errors import UnidiffParseError
-from unidiff.patch import PatchSet
+from unidiff.patch import Line, PatchSet
 
 _TEST_PATH = re.compile(
     r"(?:^|/)(?:tests?|testing|__tests__)/|(?:^|/)(?:test_[^/]*|[^/]*_test\.py|conftest\.py)$"
@@ -42,7 +41,7 @@ def is_test_path(path: str) -> bool:
     return _TEST_PATH.search(path) is not None
 
 
-def _line_values(lines: Iterable[Any]) -> list[str]:
+def _line_values(lines: Iterable[Line]) -> list[str]:
     return [str(line.value).rstrip("\n") for line in lines]
 
 

@@ -10,10 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Protocol
 
 _CACHE_WRITE_FACTOR = 1.25
 _CACHE_READ_FACTOR = 0.10
+
+
+class ApiUsage(Protocol):
+    """The token counts of a Messages API answer (the SDK's ``Usage``)."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cache_creation_input_tokens(self) -> int | None: ...
+    @property
+    def cache_read_input_tokens(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -75,13 +88,13 @@ class TokenUsage:
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
     @classmethod
-    def from_api(cls, usage: Any) -> TokenUsage:
+    def from_api(cls, usage: ApiUsage) -> TokenUsage:
         """From the SDK's ``Usage`` object (cache fields are None when caching did not apply)."""
         return cls(
-            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-            cache_creation_input_tokens=int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
-            cache_read_input_tokens=int(getattr(usage, "cache_read_input_tokens", 0) or 0),
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
         )
 
     def to_json(self) -> dict[str, int]:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import TypedDict
 
 from bot.diagnosis.classify import Classification, classify
 from bot.diagnosis.logs import DistilledLog
@@ -289,6 +290,39 @@ def plan_repair(
     registry's order: imports sorted before formatting, lint fixes before the formatter), the
     ones ``order`` does not name after them in the order the failures came.
     """
+    categories = {
+        d.classification.category
+        for i, d in enumerate(diagnoses)
+        if not _rerun_cannot_help(i, diagnoses)
+    }
+    early = _plan_before_fixing(diagnoses, categories, state)
+    if early is not None:
+        return early
+    if not is_agent_pr and not config.autofix.on_human_prs:
+        return Plan(Step.HANDOFF, "Autofix on human PRs is off in .github/shepherd.yml.")
+    notes: list[str] = []
+    ordered = _ordered_fixers(diagnoses, config, order, notes)
+    autofix_uncovered = any(
+        d.classification.category is Category.AUTOFIX
+        and not any(config.autofix.fixer_enabled(n) for n in d.classification.fixers)
+        for d in diagnoses
+    )
+    needs_agent = Category.AGENT in categories
+    use_agent = needs_agent and _agent_allowed(state, llm, notes)
+    if autofix_uncovered or (needs_agent and not use_agent):
+        return Plan(
+            Step.HANDOFF,
+            "No allowed repair covers every failure." if not notes else notes[-1],
+            notes=tuple(notes),
+        )
+    return Plan(Step.FIX, "Applying repairs.", tuple(ordered), use_agent, tuple(notes))
+
+
+def _plan_before_fixing(
+    diagnoses: Sequence[Diagnosis], categories: set[Category], state: BudgetState
+) -> Plan | None:
+    """The rungs decided before any fixer is considered: nothing failed, paused, our own
+    commit, a failure for a human, or infrastructure (re-run once)."""
     if not diagnoses:
         return Plan(Step.NOTHING, "No failed checks on this commit.")
     if state.paused:
@@ -299,11 +333,6 @@ def plan_repair(
             "CI failed on Shepherd's own commit; it never re-fixes its own work "
             f"(CI round {state.ci_round}/2).",
         )
-    categories = {
-        d.classification.category
-        for i, d in enumerate(diagnoses)
-        if not _rerun_cannot_help(i, diagnoses)
-    }
     if Category.HUMAN in categories:
         return Plan(Step.HANDOFF, "A failure needs a maintainer's decision.")
     if Category.INFRA in categories:
@@ -312,10 +341,14 @@ def plan_repair(
                 Step.HANDOFF, "Infrastructure failure again after the one re-run for this commit."
             )
         return Plan(Step.RERUN, "Infrastructure failure: re-running the failed jobs once.")
+    return None
 
-    notes: list[str] = []
-    if not is_agent_pr and not config.autofix.on_human_prs:
-        return Plan(Step.HANDOFF, "Autofix on human PRs is off in .github/shepherd.yml.")
+
+def _ordered_fixers(
+    diagnoses: Sequence[Diagnosis], config: RepoConfig, order: Sequence[str], notes: list[str]
+) -> list[tuple[str, str]]:
+    """The enabled fixers the autofix failures call for, as (name, subdir), in ``order``;
+    a note for each one the configuration disables."""
     ordered: list[tuple[str, str]] = []
     for d in diagnoses:
         if d.classification.category is not Category.AUTOFIX:
@@ -328,27 +361,18 @@ def plan_repair(
                 ordered.append((name, d.subdir))
     rank = {name: i for i, name in enumerate(order)}
     ordered.sort(key=lambda pair: rank.get(pair[0], len(rank)))
-    autofix_uncovered = any(
-        d.classification.category is Category.AUTOFIX
-        and not any(config.autofix.fixer_enabled(n) for n in d.classification.fixers)
-        for d in diagnoses
-    )
-    needs_agent = Category.AGENT in categories
-    use_agent = False
-    if needs_agent:
-        if state.llm_attempts >= 1:
-            notes.append("LLM attempt 1/1 already used in this episode; a new push re-arms it.")
-        elif not llm.allowed:
-            notes.append(f"LLM rung skipped: {llm.reason}")
-        else:
-            use_agent = True
-    if autofix_uncovered or (needs_agent and not use_agent):
-        return Plan(
-            Step.HANDOFF,
-            "No allowed repair covers every failure." if not notes else notes[-1],
-            notes=tuple(notes),
-        )
-    return Plan(Step.FIX, "Applying repairs.", tuple(ordered), use_agent, tuple(notes))
+    return ordered
+
+
+def _agent_allowed(state: BudgetState, llm: LlmGate, notes: list[str]) -> bool:
+    """Whether the LLM rung may run; when not, the note says why."""
+    if state.llm_attempts >= 1:
+        notes.append("LLM attempt 1/1 already used in this episode; a new push re-arms it.")
+        return False
+    if not llm.allowed:
+        notes.append(f"LLM rung skipped: {llm.reason}")
+        return False
+    return True
 
 
 @dataclass
@@ -532,9 +556,57 @@ async def _repair(
     where: _Where,
 ) -> None:
     by_name = {f.name: f for f in fixers}
-    root = wt.path
-
     repair.before_tree = await asyncio.to_thread(snapshot_tree, wt)
+    if not await _reproduce(wt, diagnoses, repair, by_name, where):
+        return
+    if any(where.context(d).environment is not None for d in diagnoses):
+        # A failing command may rewrite files as it fails (``pre-commit run`` lets its hooks
+        # fix them): the fixers start from the tree as it was.
+        await asyncio.to_thread(reset_to, wt, repair.before_tree)
+    scope = where.scope
+    while True:
+        repair.results = await _run_fixers(wt, diagnoses, plan, by_name, config, where, scope)
+        if plan.use_agent and agent is not None:
+            await _attempt_agent(wt, diagnoses, repair, agent, config, where)
+        repair.changed = any(r.changed for r in repair.results)
+        kept_out = [p for r in repair.results for p in r.out_of_scope]
+        if repair.changed:
+            await _verify(wt, diagnoses, repair, by_name, where)
+        widen = (
+            scope is not None
+            and bool(kept_out)
+            and not repair.verified
+            and repair.agent_result is None
+        )
+        if not widen:
+            break
+        # The pull request's files alone did not make the check pass: fix everything.
+        log.info("scope: changed was not enough; widening to all files")
+        await asyncio.to_thread(reset_to, wt, repair.before_tree)
+        repair.verified = False
+        repair.fixed_tree = None
+        scope = None
+    if plan.fixers:
+        repair.scope = await _scope_record(wt, repair, config, where, widened=scope is None)
+    repair.behaviour_changes = [
+        f"{r.fixer}: {r.behaviour_note or 'the fixer says so'}"
+        for r in repair.results
+        if r.changed and r.changes_behaviour
+    ]
+    if not repair.changed:
+        repair.verification = "No fixer changed anything."
+
+
+async def _reproduce(
+    wt: Worktree,
+    diagnoses: Sequence[Diagnosis],
+    repair: TreeRepair,
+    by_name: Mapping[str, Fixer],
+    where: _Where,
+) -> bool:
+    """Run each trusted failing command in its job environment; it must fail as in CI. False
+    (and the repair says why) when one does not: then no fix could be verified."""
+    root = wt.path
     for d in diagnoses:
         ctx_ = where.context(d)
         if ctx_.environment is None or not d.command_trusted or not d.log.command:
@@ -558,67 +630,53 @@ async def _repair(
                 f"Not reproduced in the job environment: {repair.not_reproduced}. Nothing was "
                 "changed, since no fix could be verified."
             )
-            return
-    if any(where.context(d).environment is not None for d in diagnoses):
-        # A failing command may rewrite files as it fails (``pre-commit run`` lets its hooks
-        # fix them): the fixers start from the tree as it was.
-        await asyncio.to_thread(reset_to, wt, repair.before_tree)
-    scope = where.scope
-    while True:
-        repair.results = await _run_fixers(wt, diagnoses, plan, by_name, config, where, scope)
-        if plan.use_agent and agent is not None:
-            for d in diagnoses:
-                if d.classification.category is not Category.AGENT:
-                    continue
-                ctx = FixContext(
-                    checkout=wt,
-                    subdir=d.subdir,
-                    log=d.log,
-                    runner=where.context(d).runner,
-                    protected_paths=config.autofix.protected_paths,
-                    repository=where.repository,
-                )
-                repair.agent_result = await agent.apply(ctx)
-                repair.results.append(repair.agent_result)
-                break  # one attempt per episode, covering the first agent failure
-        repair.changed = any(r.changed for r in repair.results)
-        kept_out = [p for r in repair.results for p in r.out_of_scope]
-        if repair.changed:
-            await _verify(wt, diagnoses, repair, by_name, where)
-        widen = (
-            scope is not None
-            and bool(kept_out)
-            and not repair.verified
-            and repair.agent_result is None
-        )
-        if not widen:
-            break
-        # The pull request's files alone did not make the check pass: fix everything.
-        log.info("scope: changed was not enough; widening to all files")
-        await asyncio.to_thread(reset_to, wt, repair.before_tree)
-        repair.verified = False
-        repair.fixed_tree = None
-        scope = None
-    if plan.fixers:
-        name: str = config.autofix.scope
-        if where.scope is not None and scope is None:
-            name = "changed, widened to all (the pull request's files alone did not pass)"
-        elif where.scope is None and config.autofix.scope == "changed":
-            name = "all (the pull request's files are not known here)"
-        outside = None
-        if where.pr_files is not None and repair.changed and repair.fixed_tree is not None:
-            changed = await asyncio.to_thread(
-                changed_paths, wt, repair.before_tree, repair.fixed_tree
-            )
-            outside = sum(1 for p in changed if p not in where.pr_files)
-        repair.scope = ScopeRecord(scope=name, files_outside_pr=outside)
-    repair.behaviour_changes = [
-        f"{r.fixer}: {r.behaviour_note or 'the fixer says so'}"
-        for r in repair.results
-        if r.changed and r.changes_behaviour
-    ]
-    if not repair.changed:
-        repair.verification = "No fixer changed anything."
+            return False
+    return True
+
+
+async def _attempt_agent(
+    wt: Worktree,
+    diagnoses: Sequence[Diagnosis],
+    repair: TreeRepair,
+    agent: Fixer,
+    config: RepoConfig,
+    where: _Where,
+) -> None:
+    """The one LLM attempt of the episode, on the first failure that calls for it."""
+    d = next((d for d in diagnoses if d.classification.category is Category.AGENT), None)
+    if d is None:
+        return
+    ctx = FixContext(
+        checkout=wt,
+        subdir=d.subdir,
+        log=d.log,
+        runner=where.context(d).runner,
+        protected_paths=config.autofix.protected_paths,
+        repository=where.repository,
+    )
+    repair.agent_result = await agent.apply(ctx)
+    repair.results.append(repair.agent_result)
+
+
+async def _scope_record(
+    wt: Worktree, repair: TreeRepair, config: RepoConfig, where: _Where, *, widened: bool
+) -> ScopeRecord:
+    """Which files the fixers were allowed to change, and how many outside the PR they did."""
+    name: str = config.autofix.scope
+    if where.scope is not None and widened:
+        name = "changed, widened to all (the pull request's files alone did not pass)"
+    elif where.scope is None and config.autofix.scope == "changed":
+        name = "all (the pull request's files are not known here)"
+    outside = None
+    if (
+        where.pr_files is not None
+        and repair.changed
+        and repair.before_tree is not None
+        and repair.fixed_tree is not None
+    ):
+        changed = await asyncio.to_thread(changed_paths, wt, repair.before_tree, repair.fixed_tree)
+        outside = sum(1 for p in changed if p not in where.pr_files)
+    return ScopeRecord(scope=name, files_outside_pr=outside)
 
 
 async def _run_fixers(
@@ -692,70 +750,12 @@ def outcome_for(
     push_note: str | None = None,
 ) -> Outcome:
     """The outcome record for a repair: the machine-readable result every summary renders."""
-    failures = [d.record() for d in diagnoses]
-    fixes = [
-        FixRecord(
-            fixer=r.fixer,
-            tool_version=r.tool_version,
-            changed=r.changed,
-            detail=r.detail,
-            changes_behaviour=r.changes_behaviour,
-        )
-        for r in (repair.results if repair else [])
-    ]
-    categories = [f.category for f in failures]
-    category = categories[0] if len(set(categories)) == 1 else None
-    agent = repair.agent_result if repair else None
-    common = {
-        "environment": list(repair.environments) if repair else [],
-        "llm_usage": dict(agent.llm_usage) if agent else {},
-        "failures": failures,
-        "fixes": fixes,
-        "budget": budget,
-        "category": category,
-        "verification": repair.verification if repair else None,
-        "scope": repair.scope if repair else None,
-        "behaviour_changes": list(repair.behaviour_changes) if repair else [],
-    }
+    common = _common_fields(diagnoses, budget, repair)
     notes = " ".join(plan.notes)
-    if repair is not None and repair.unsafe is not None:
-        return Outcome(
-            title="Stopped: the pull request wrote git metadata",
-            detail=(
-                f"{repair.unsafe}. Nothing was pushed. A pull request's code must not create "
-                "`.git` files or nested repositories while its checks run; a maintainer should "
-                "look at what the PR's tests or tools do."
-            ),
-            outcome=OutcomeKind.HANDOFF,
-            owner_action_required=True,
-            next_action=NextAction.REVIEW,
-            **common,
-        )
-    if repair is not None and repair.environment_failure is not None:
-        return Outcome(
-            title="The CI job could not be rebuilt: nothing verified",
-            detail=(
-                f"{repair.environment_failure}. Nothing was changed or pushed: without the job's "
-                "environment a fix could not be verified."
-            ),
-            outcome=OutcomeKind.HANDOFF,
-            owner_action_required=True,
-            next_action=NextAction.FIX_LOCALLY,
-            **common,
-        )
-    if repair is not None and repair.not_reproduced is not None:
-        return Outcome(
-            title="Not reproduced: nothing verified",
-            detail=(
-                f"The failing command did not fail in the rebuilt CI job as it did in CI "
-                f"({repair.not_reproduced}). Nothing was changed or pushed: a fix could not be "
-                "verified here. The environment section says what was set up."
-            ),
-            outcome=OutcomeKind.HANDOFF,
-            owner_action_required=True,
-            next_action=NextAction.FIX_LOCALLY,
-            **common,
-        )
+    if repair is not None:
+        stopped = _stopped_outcome(repair, common)
+        if stopped is not None:
+            return stopped
     if plan.step is Step.NOTHING:
         return Outcome(
             title="No failed checks", detail=plan.reason, outcome=OutcomeKind.NOOP, **common
@@ -769,40 +769,9 @@ def outcome_for(
             next_action=NextAction.WAIT_FOR_CI,
             **common,
         )
-    if plan.step is Step.FIX and repair is not None and repair.changed and repair.verified:
-        if pushed:
-            return Outcome(
-                title="Fixed and pushed",
-                detail=f"{plan.reason} {notes}".strip() if notes else "Verified before pushing.",
-                outcome=OutcomeKind.FIXED,
-                next_action=NextAction.WAIT_FOR_CI,
-                commit=pushed,
-                **common,
-            )
-        return Outcome(
-            title="Fix verified but not pushed",
-            detail=push_note or "The fix could not be pushed; apply the patch below.",
-            outcome=OutcomeKind.HANDOFF,
-            owner_action_required=True,
-            next_action=NextAction.APPLY_PATCH,
-            patch=patch,
-            **common,
-        )
     if plan.step is Step.FIX and repair is not None:
-        detail = (
-            "The repair did not make the failing command pass; nothing was pushed."
-            if repair.changed
-            else "The fixers made no change; nothing was pushed."
-        )
-        return Outcome(
-            title="Repair attempted, not verified",
-            detail=f"{detail} {notes}".strip(),
-            outcome=OutcomeKind.HANDOFF,
-            owner_action_required=True,
-            next_action=NextAction.FIX_LOCALLY,
-            patch=patch,
-            **common,
-        )
+        return _fix_outcome(plan, repair, common, patch=patch, pushed=pushed, push_note=push_note)
+    failures = common["failures"]
     retryable = all(f.retryable for f in failures) and bool(failures)
     return Outcome(
         title="Needs a human",
@@ -813,5 +782,132 @@ def outcome_for(
         retryable=retryable,
         owner_action_required=any(f.owner_action_required for f in failures) or not retryable,
         next_action=NextAction.RERUN if retryable else NextAction.FIX_LOCALLY,
+        **common,
+    )
+
+
+class _Common(TypedDict):
+    """The outcome's fields every rung fills the same way (``Outcome`` keyword arguments)."""
+
+    environment: list[EnvironmentRecord]
+    llm_usage: dict[str, int]
+    failures: list[FailureRecord]
+    fixes: list[FixRecord]
+    budget: Budget
+    category: Category | None
+    verification: str | None
+    scope: ScopeRecord | None
+    behaviour_changes: list[str]
+
+
+def _common_fields(
+    diagnoses: Sequence[Diagnosis], budget: Budget, repair: TreeRepair | None
+) -> _Common:
+    failures = [d.record() for d in diagnoses]
+    fixes = [
+        FixRecord(
+            fixer=r.fixer,
+            tool_version=r.tool_version,
+            changed=r.changed,
+            detail=r.detail,
+            changes_behaviour=r.changes_behaviour,
+        )
+        for r in (repair.results if repair else [])
+    ]
+    categories = [f.category for f in failures]
+    agent = repair.agent_result if repair else None
+    return _Common(
+        environment=list(repair.environments) if repair else [],
+        llm_usage=dict(agent.llm_usage) if agent else {},
+        failures=failures,
+        fixes=fixes,
+        budget=budget,
+        category=categories[0] if len(set(categories)) == 1 else None,
+        verification=repair.verification if repair else None,
+        scope=repair.scope if repair else None,
+        behaviour_changes=list(repair.behaviour_changes) if repair else [],
+    )
+
+
+def _stopped_outcome(repair: TreeRepair, common: _Common) -> Outcome | None:
+    """A repair that stopped before fixing: PR code wrote git metadata, the CI job could not
+    be rebuilt, or the failure did not reproduce. Nothing was verified in any of them."""
+    if repair.unsafe is not None:
+        title = "Stopped: the pull request wrote git metadata"
+        detail = (
+            f"{repair.unsafe}. Nothing was pushed. A pull request's code must not create "
+            "`.git` files or nested repositories while its checks run; a maintainer should "
+            "look at what the PR's tests or tools do."
+        )
+        action = NextAction.REVIEW
+    elif repair.environment_failure is not None:
+        title = "The CI job could not be rebuilt: nothing verified"
+        detail = (
+            f"{repair.environment_failure}. Nothing was changed or pushed: without the job's "
+            "environment a fix could not be verified."
+        )
+        action = NextAction.FIX_LOCALLY
+    elif repair.not_reproduced is not None:
+        title = "Not reproduced: nothing verified"
+        detail = (
+            f"The failing command did not fail in the rebuilt CI job as it did in CI "
+            f"({repair.not_reproduced}). Nothing was changed or pushed: a fix could not be "
+            "verified here. The environment section says what was set up."
+        )
+        action = NextAction.FIX_LOCALLY
+    else:
+        return None
+    return Outcome(
+        title=title,
+        detail=detail,
+        outcome=OutcomeKind.HANDOFF,
+        owner_action_required=True,
+        next_action=action,
+        **common,
+    )
+
+
+def _fix_outcome(
+    plan: Plan,
+    repair: TreeRepair,
+    common: _Common,
+    *,
+    patch: str | None,
+    pushed: str | None,
+    push_note: str | None,
+) -> Outcome:
+    """The outcome of the fix rung: pushed, verified but not pushed, or not verified."""
+    notes = " ".join(plan.notes)
+    if repair.changed and repair.verified and pushed:
+        return Outcome(
+            title="Fixed and pushed",
+            detail=f"{plan.reason} {notes}".strip() if notes else "Verified before pushing.",
+            outcome=OutcomeKind.FIXED,
+            next_action=NextAction.WAIT_FOR_CI,
+            commit=pushed,
+            **common,
+        )
+    if repair.changed and repair.verified:
+        return Outcome(
+            title="Fix verified but not pushed",
+            detail=push_note or "The fix could not be pushed; apply the patch below.",
+            outcome=OutcomeKind.HANDOFF,
+            owner_action_required=True,
+            next_action=NextAction.APPLY_PATCH,
+            patch=patch,
+            **common,
+        )
+    detail = (
+        "The repair did not make the failing command pass; nothing was pushed."
+        if repair.changed
+        else "The fixers made no change; nothing was pushed."
+    )
+    return Outcome(
+        title="Repair attempted, not verified",
+        detail=f"{detail} {notes}".strip(),
+        outcome=OutcomeKind.HANDOFF,
+        owner_action_required=True,
+        next_action=NextAction.FIX_LOCALLY,
+        patch=patch,
         **common,
     )

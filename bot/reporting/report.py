@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from bot.github.resources import CheckRun, Comment, Created, JSONObject, parse_list
 from bot.kernel.problems import NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, ConfigProblem
 from bot.reporting.summary import (
@@ -30,7 +31,6 @@ from bot.store.episodes import EventKind, last_event
 
 log = logging.getLogger(__name__)
 
-JSONObject = dict[str, Any]
 _SECTION = re.compile(
     r"<!-- shepherd:section:(?P<name>[a-z]+) -->\n(?P<body>.*?)\n<!-- /shepherd:section -->", re.S
 )
@@ -153,8 +153,8 @@ class Reporter:
         app_slug: str,
         job_id: int | None = None,
     ) -> None:
-        self.gh = gh
-        self.store = store
+        self._gh = gh
+        self._store = store
         self.owner = owner
         self.repo = repo
         self.full_name = f"{owner}/{repo}"
@@ -166,13 +166,14 @@ class Reporter:
     def bot_login(self) -> str:
         return f"{self.app_slug}[bot]".lower()
 
-    async def _record(self, kind: str, **data: Any) -> None:
-        await self.store.append_event(
+    async def record(self, kind: str, **data: object) -> None:
+        """Append one event to this PR's event log, under this job."""
+        await self._store.append_event(
             EventSpec(repo=self.full_name, pr=self.pr, kind=kind, data=data, job_id=self.job_id)
         )
 
     async def events(self) -> list[PrEvent]:
-        return await self.store.list_events(self.full_name, self.pr)
+        return await self._store.list_events(self.full_name, self.pr)
 
     async def check_run(
         self,
@@ -186,7 +187,7 @@ class Reporter:
         events = await self.events()
         known = last_event(events, EventKind.CHECK_RUN, sha=sha)
         check_id = int(known.data["id"]) if known else await self._find_check_run(sha)
-        fields: dict[str, Any] = {
+        fields: JSONObject = {
             "status": status,
             "title": output.title,
             "summary": output.summary,
@@ -197,22 +198,24 @@ class Reporter:
         if status == "completed":
             fields["conclusion"] = output.conclusion
         if check_id is None:
-            created = await self.gh.create_check_run(
+            created = await self._gh.create_check_run(
                 self.owner, self.repo, name=CHECK_NAME, head_sha=sha, **fields
             )
-            check_id = int(created["id"])
-            await self._record(EventKind.CHECK_RUN, sha=sha, id=check_id)
+            check_id = Created.model_validate(created).id
+            await self.record(EventKind.CHECK_RUN, sha=sha, id=check_id)
         else:
-            await self.gh.update_check_run(self.owner, self.repo, check_id, **fields)
+            await self._gh.update_check_run(self.owner, self.repo, check_id, **fields)
         return check_id
 
     async def _find_check_run(self, sha: str) -> int | None:
         # A crash between creating the check run and recording it leaves it unrecorded: look it up
         # before creating a second one.
-        for run in await self.gh.list_check_runs_for_ref(self.owner, self.repo, sha):
-            app = run.get("app") or {}
-            if run.get("name") == CHECK_NAME and app.get("slug") in (self.app_slug, None):
-                return int(run["id"])
+        runs = parse_list(
+            CheckRun, await self._gh.list_check_runs_for_ref(self.owner, self.repo, sha)
+        )
+        for run in runs:
+            if run.name == CHECK_NAME and run.app_slug in (self.app_slug, None):
+                return run.id
         return None
 
     async def comment(self, section: str, body: str, outcome: Outcome | None = None) -> int:
@@ -221,32 +224,32 @@ class Reporter:
         sections: dict[str, str] = {}
         previous_outcome = None
         if existing is not None:
-            sections = split_sections(str(existing.get("body") or ""))
-            previous_outcome = extract_outcome(str(existing.get("body") or ""))
+            sections = split_sections(existing.body or "")
+            previous_outcome = extract_outcome(existing.body or "")
         sections[section] = body
         keep = outcome
         if keep is None and previous_outcome is not None:
             keep = Outcome.model_validate(previous_outcome)
         text = compose_comment(sections, keep)
         if existing is None:
-            created = await self.gh.create_comment(self.owner, self.repo, self.pr, text)
-            comment_id = int(created["id"])
-            await self._record(EventKind.COMMENT, id=comment_id)
+            created = await self._gh.create_comment(self.owner, self.repo, self.pr, text)
+            comment_id = Created.model_validate(created).id
+            await self.record(EventKind.COMMENT, id=comment_id)
             return comment_id
-        comment_id = int(existing["id"])
-        if existing.get("body") != text:
-            await self.gh.update_comment(self.owner, self.repo, comment_id, text)
+        comment_id = existing.id
+        if existing.body != text:
+            await self._gh.update_comment(self.owner, self.repo, comment_id, text)
         return comment_id
 
-    async def _find_comment(self) -> JSONObject | None:
-        for item in await self.gh.list_comments(self.owner, self.repo, self.pr):
-            if STICKY_MARKER in str(item.get("body") or ""):
-                user = item.get("user") or {}
-                if (
-                    str(user.get("login", "")).lower() == f"{self.app_slug}[bot]"
-                    or user.get("type") == "Bot"
-                ):
-                    return item
+    async def _find_comment(self) -> Comment | None:
+        for item in parse_list(
+            Comment, await self._gh.list_comments(self.owner, self.repo, self.pr)
+        ):
+            user = item.user
+            if STICKY_MARKER not in (item.body or "") or user is None:
+                continue
+            if user.login.lower() == f"{self.app_slug}[bot]" or user.is_bot:
+                return item
         return None
 
     async def labels(
@@ -254,10 +257,10 @@ class Reporter:
     ) -> None:
         wanted = [name for name in add if name not in current]
         if wanted:
-            await self.gh.add_labels(self.owner, self.repo, self.pr, wanted)
+            await self._gh.add_labels(self.owner, self.repo, self.pr, wanted)
         for name in remove:
             if not current or name in current:
-                await self.gh.remove_label(self.owner, self.repo, self.pr, name)
+                await self._gh.remove_label(self.owner, self.repo, self.pr, name)
 
     async def config_problem(self, sha: str, problem: ConfigProblem) -> Outcome:
         """An invalid ``.github/shepherd.yml``: one neutral ``shepherd`` check run with an

@@ -9,10 +9,10 @@ file, new and deleted files cannot be suggestions; then the caller posts the dif
 
 from __future__ import annotations
 
-from typing import Any
-
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchSet
+
+from bot.github.resources import JSONObject
 
 
 def _fence(text: str) -> str:
@@ -20,14 +20,14 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def suggestions(patch: str, *, max_comments: int = 20) -> list[dict[str, Any]] | None:
+def suggestions(patch: str, *, max_comments: int = 20) -> list[JSONObject] | None:
     """Review comments for ``pulls/create-review``, or None when the patch cannot be expressed
     as suggestions on the head's lines."""
     try:
         files = PatchSet(patch)
     except UnidiffParseError:
         return None
-    comments: list[dict[str, Any]] = []
+    comments: list[JSONObject] = []
     for patched in files:
         # Not unidiff's is_removed_file: it also says so of a hunk deleting a file's first lines.
         if "/dev/null" in (patched.source_file, patched.target_file) or patched.is_binary_file:
@@ -40,7 +40,7 @@ def suggestions(patch: str, *, max_comments: int = 20) -> list[dict[str, Any]] |
             first = hunk.source_start
             last = hunk.source_start + hunk.source_length - 1
             fence = _fence(new_text)
-            comment: dict[str, Any] = {
+            comment: JSONObject = {
                 "path": patched.path,
                 "line": last,
                 "side": "RIGHT",

@@ -11,8 +11,8 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from bot.github.resources import JSONObject
 from bot.kernel.problems import Category, NextAction, Outcome, OutcomeKind
 
 #: Hidden marker that identifies Shepherd's one sticky comment on a PR (bedevere's habit).
@@ -66,11 +66,11 @@ class CheckRunOutput:
     summary: str
     conclusion: str
     text: str | None = None
-    annotations: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[JSONObject] = field(default_factory=list)
     actions: list[Button] = field(default_factory=list)
 
-    def to_api(self) -> dict[str, Any]:
-        output: dict[str, Any] = {"title": self.title, "summary": self.summary}
+    def to_api(self) -> JSONObject:
+        output: JSONObject = {"title": self.title, "summary": self.summary}
         if self.text:
             output["text"] = self.text
         return output
@@ -113,16 +113,40 @@ def render_outcome_markdown(outcome: Outcome) -> str:
     lines = [headline(outcome), ""]
     if outcome.detail:
         lines += [defang(outcome.detail), ""]
-    if outcome.failures:
-        lines.append("| job | category | fixers | command |")
-        lines.append("|---|---|---|---|")
-        for f in outcome.failures:
-            fixers = ", ".join(f.fixers) or "—"
-            command = f"`{_escape_inline(f.command)}`" if f.command else "—"
-            lines.append(
-                f"| {_escape_inline(f.job or '?')} | {f.category} | {fixers} | {command} |"
-            )
-        lines.append("")
+    lines += _failure_table(outcome)
+    lines += _fix_lines(outcome)
+    lines += _notes(outcome)
+    lines.append(f"Budget: {outcome.budget.describe()}")
+    if outcome.commit:
+        lines.append(f"Commit: {outcome.commit}")
+    lines += _evidence(outcome)
+    if outcome.patch:
+        lines += [
+            "",
+            "<details><summary>Patch</summary>",
+            "",
+            _fence(outcome.patch[:20000], "diff"),
+            "",
+            "</details>",
+        ]
+    return "\n".join(lines)
+
+
+def _failure_table(outcome: Outcome) -> list[str]:
+    """One row per failed job: its category, the fixers that match, the failing command."""
+    if not outcome.failures:
+        return []
+    lines = ["| job | category | fixers | command |", "|---|---|---|---|"]
+    for f in outcome.failures:
+        fixers = ", ".join(f.fixers) or "—"
+        command = f"`{_escape_inline(f.command)}`" if f.command else "—"
+        lines.append(f"| {_escape_inline(f.job or '?')} | {f.category} | {fixers} | {command} |")
+    return [*lines, ""]
+
+
+def _fix_lines(outcome: Outcome) -> list[str]:
+    """One bullet per fixer that ran (and the LLM attempt's budget line)."""
+    lines: list[str] = []
     for fix in outcome.fixes:
         if fix.changed:
             files = ", ".join(f"`{p}`" for p in fix.files[:10])
@@ -135,8 +159,12 @@ def render_outcome_markdown(outcome: Outcome) -> str:
         if fix.fixer == "agent" and fix.detail:
             # Model, turns, tokens (cached and not) and estimated cost: the LLM budget, visible.
             lines.append(f"  - {_escape_inline(fix.detail.splitlines()[0])}")
-    if outcome.fixes:
-        lines.append("")
+    return [*lines, ""] if lines else []
+
+
+def _notes(outcome: Outcome) -> list[str]:
+    """Scope, behaviour changes, verification and the job environments, a paragraph each."""
+    lines: list[str] = []
     if outcome.scope is not None:
         outside = outcome.scope.files_outside_pr
         count = (
@@ -151,31 +179,25 @@ def render_outcome_markdown(outcome: Outcome) -> str:
         lines += [f"Verification: {outcome.verification}", ""]
     for environment in outcome.environment:
         lines += [f"Environment: {_escape_inline(environment.summary_line(), 400)}", ""]
-    lines.append(f"Budget: {outcome.budget.describe()}")
-    if outcome.commit:
-        lines.append(f"Commit: {outcome.commit}")
+    return lines
+
+
+def _evidence(outcome: Outcome) -> list[str]:
+    """The failures' log excerpts, folded."""
     evidence = [e for f in outcome.failures for e in f.evidence][:8]
     excerpts = [f for f in outcome.failures if f.excerpt]
-    if evidence or excerpts:
-        lines += ["", "<details><summary>Evidence</summary>", ""]
-        for f in excerpts[:3]:
-            lines += [
-                f"**{_escape_inline(f.job or f.step or 'job')}**",
-                "",
-                _fence(f.excerpt[:4000]),
-                "",
-            ]
-        lines.append("</details>")
-    if outcome.patch:
+    if not (evidence or excerpts):
+        return []
+    lines = ["", "<details><summary>Evidence</summary>", ""]
+    for f in excerpts[:3]:
         lines += [
+            f"**{_escape_inline(f.job or f.step or 'job')}**",
             "",
-            "<details><summary>Patch</summary>",
+            _fence(f.excerpt[:4000]),
             "",
-            _fence(outcome.patch[:20000], "diff"),
-            "",
-            "</details>",
         ]
-    return "\n".join(lines)
+    lines.append("</details>")
+    return lines
 
 
 def embed_outcome(outcome: Outcome) -> str:
@@ -186,7 +208,7 @@ def embed_outcome(outcome: Outcome) -> str:
     return f"{OUTCOME_OPEN}\n{safe}\n{OUTCOME_CLOSE}"
 
 
-def extract_outcome(body: str) -> dict[str, Any] | None:
+def extract_outcome(body: str) -> JSONObject | None:
     """Read back the JSON outcome embedded in a sticky comment (for scripts and tests). It is
     always the last block of the comment."""
     start = body.rfind(OUTCOME_OPEN)
@@ -203,7 +225,7 @@ def render_check_run(
     outcome: Outcome,
     *,
     triage_markdown: str = "",
-    annotations: Sequence[dict[str, Any]] = (),
+    annotations: Sequence[JSONObject] = (),
     actions: Sequence[Button] = (),
 ) -> CheckRunOutput:
     summary = render_outcome_markdown(outcome)

@@ -103,11 +103,6 @@ def compile_globs(patterns: Iterable[str], *, descendants: bool = True) -> re.Pa
     return re.compile("|".join(f"(?:{s})" for s in sources))
 
 
-def glob_match(pattern: str, path: str, *, descendants: bool = True) -> bool:
-    """Whether the relative ``path`` matches ``pattern``; convenient, compile for hot loops."""
-    return compile_glob(pattern, descendants=descendants).match(path.lstrip("/")) is not None
-
-
 @dataclass(frozen=True)
 class Rule:
     """One CODEOWNERS line: a pattern and its owners (empty: the matching paths are unowned)."""

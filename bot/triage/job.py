@@ -12,19 +12,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
+from bot.github.resources import (
+    CheckRun,
+    CommitComparison,
+    JSONObject,
+    PullFile,
+    PullRequest,
+    parse_list,
+)
 from bot.kernel.errors import GitHubError
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget
 from bot.reporting.report import Reporter
 from bot.reporting.summary import CHECK_TEXT_LIMIT, CheckRunOutput
-from bot.store import EventSpec, Store
+from bot.store import Store
 from bot.store.episodes import EventKind, is_paused, last_event
 from bot.triage.codeowners import CODEOWNERS_LOCATIONS, Rule, parse_codeowners, split_reviewers
-from bot.triage.lane import LaneGitHub, advance_lane, request_reviewers
+from bot.triage.lane import LaneFacts, LaneGitHub, advance_lane, request_reviewers
 from bot.triage.rules import (
     DEFAULT_RISK_LABELS,
     FileChange,
@@ -42,7 +50,6 @@ from bot.triage.rules import (
 
 log = logging.getLogger(__name__)
 
-JSONObject = dict[str, Any]
 
 #: GitHub refuses the diff media type for PRs over 300 files (or over its line/byte limits) with
 #: 406 ("too_large"), and some proxies answer 422; the files API then gives the same numbers,
@@ -131,18 +138,6 @@ def render_section(t: Triage) -> str:
     return f"{render_triage_markdown(t).rstrip()}\n\n{TRIAGE_JSON_OPEN}\n{safe}\n-->"
 
 
-def extract_triage(body: str) -> JSONObject | None:
-    """Read back the triage JSON hidden in a sticky comment (for scripts and tests)."""
-    start = body.find(TRIAGE_JSON_OPEN)
-    if start < 0:
-        return None
-    end = body.find("-->", start + len(TRIAGE_JSON_OPEN))
-    if end < 0:
-        return None
-    value = json.loads(body[start + len(TRIAGE_JSON_OPEN) : end])
-    return value if isinstance(value, dict) else None
-
-
 def check_output(t: Triage) -> CheckRunOutput:
     """The ``shepherd`` check run when triage is all there is on this SHA.
 
@@ -160,7 +155,7 @@ def check_output(t: Triage) -> CheckRunOutput:
 
 
 async def fetch_changes(
-    gh: TriageGitHub, req: TriageRequest, pull: Mapping[str, Any], matcher: GeneratedMatcher
+    gh: TriageGitHub, req: TriageRequest, pull: PullRequest, matcher: GeneratedMatcher
 ) -> tuple[list[FileChange], bool]:
     """The PR's file changes and whether they are incomplete.
 
@@ -168,7 +163,7 @@ async def fetch_changes(
     A diff GitHub refuses, one that does not parse completely, or one with fewer files than the
     PR has (truncated) is replaced by the files API's numbers.
     """
-    changed_files = int(pull.get("changed_files") or 0)
+    changed_files = pull.changed_files
     if changed_files <= DIFF_MAX_FILES:
         try:
             text = await gh.get_pull_diff(req.owner, req.repo, req.pr)
@@ -188,7 +183,7 @@ async def fetch_changes(
                 changed_files,
                 len(facts.unparsed),
             )
-    entries = await gh.list_pull_files(req.owner, req.repo, req.pr)
+    entries = parse_list(PullFile, await gh.list_pull_files(req.owner, req.repo, req.pr))
     # The files API stops at 3,000 files; past that the numbers are a lower bound.
     partial = len(entries) >= FILES_API_MAX and changed_files > len(entries)
     return files_from_api(entries, generated=matcher), partial
@@ -217,36 +212,76 @@ async def run_triage(
     paused); ``/shepherd triage`` passes ``respect_pause=False``: a person asked for it."""
     if respect_pause and is_paused(await store.list_events(req.full_name, req.pr)):
         return TriageResult("noop", detail="Shepherd is paused on this pull request")
-    pull = await gh.get_pull(req.owner, req.repo, req.pr)
-    if pull.get("state") != "open":
+    pull = PullRequest.model_validate(await gh.get_pull(req.owner, req.repo, req.pr))
+    if not pull.is_open:
         return TriageResult("noop", detail="the pull request is closed")
-    head_sha = str(pull["head"]["sha"])
-    if head_sha != req.sha:
+    if pull.head.sha != req.sha:
         # A newer push has its own triage job queued; this one would only flap the labels.
-        return TriageResult("noop", detail=f"superseded by {head_sha[:12]}")
+        return TriageResult("noop", detail=f"superseded by {pull.head.sha[:12]}")
     reporter = Reporter(
         gh, store, owner=req.owner, repo=req.repo, pr=req.pr, app_slug=app_slug, job_id=req.job_id
     )
-
-    async def record(kind: str, **data: Any) -> None:
-        await store.append_event(
-            EventSpec(repo=req.full_name, pr=req.pr, kind=kind, data=data, job_id=req.job_id)
-        )
-
     # Policy comes from the base branch: a PR cannot change its own rules (or owners).
-    base_sha = str(pull["base"]["sha"])
     loaded = load_config(
-        await gh.get_content(req.owner, req.repo, CONFIG_PATH, base_sha), known_fixers=known_fixers
+        await gh.get_content(req.owner, req.repo, CONFIG_PATH, pull.base.sha),
+        known_fixers=known_fixers,
     )
-    await record(EventKind.CONFIG, sha=base_sha, from_file=loaded.from_file, ok=loaded.ok)
+    await reporter.record(
+        EventKind.CONFIG, sha=pull.base.sha, from_file=loaded.from_file, ok=loaded.ok
+    )
     if not loaded.ok:
         if loaded.error is not None:
-            await reporter.config_problem(head_sha, loaded.error)
+            await reporter.config_problem(pull.head.sha, loaded.error)
         return TriageResult("config-error", detail=loaded.error.message if loaded.error else "")
     config = loaded.config
-    shepherd_login = f"{app_slug}[bot]"
-    tconfig = triage_config(config, shepherd_login=shepherd_login)
+    tconfig = triage_config(config, shepherd_login=f"{app_slug}[bot]")
+    result, owners_path = await _triage_pull(gh, req, pull, config, tconfig)
+    await _publish(gh, reporter, req, pull, result, config, tconfig, owners_path)
+    await _ask_for_review(gh, reporter, pull, result, config, app_slug=app_slug)
+    return TriageResult("triaged", result)
 
+
+async def _ask_for_review(
+    gh: TriageGitHub,
+    reporter: Reporter,
+    pull: PullRequest,
+    result: Triage,
+    config: RepoConfig,
+    *,
+    app_slug: str,
+) -> None:
+    """Who reviews next: an agent PR moves along the agent lane (review once green), a human
+    PR's code owners are asked now."""
+    if result.agent.is_agent and config.agent_lane.enabled:
+        # The agent lane requests review itself, once the checks are green.
+        await advance_lane(
+            gh,
+            reporter,
+            pull=pull,
+            sha=pull.head.sha,
+            config=config,
+            facts=LaneFacts(
+                is_agent=result.agent.is_agent,
+                launched_by=result.agent.launched_by,
+                reviewers=tuple(result.reviewers),
+            ),
+            app_slug=app_slug,
+        )
+    elif config.triage.request_reviewers and not pull.draft:
+        # GitHub does not ask code owners to review drafts either; ready_for_review re-triages.
+        await _request_owners(gh, reporter, pull, result, pull.head.sha)
+
+
+async def _triage_pull(
+    gh: TriageGitHub,
+    req: TriageRequest,
+    pull: PullRequest,
+    config: RepoConfig,
+    tconfig: TriageConfig,
+) -> tuple[Triage, str | None]:
+    """Read what triage needs at the base (``.gitattributes``, CODEOWNERS) and of the PR (its
+    changes, its commits' messages) and triage it. Returns the triage and the CODEOWNERS path."""
+    base_sha, head_sha = pull.base.sha, pull.head.sha
     gitattributes = await gh.get_content(req.owner, req.repo, ".gitattributes", base_sha)
     matcher = GeneratedMatcher(
         gitattributes=gitattributes or "", globs=config.triage.generated_files
@@ -254,49 +289,44 @@ async def run_triage(
     owners_file = await _first_file(gh, req, CODEOWNERS_LOCATIONS, base_sha)
     rules: list[Rule] = parse_codeowners(owners_file[1]) if owners_file else []
     changes, partial = await fetch_changes(gh, req, pull, matcher)
-    comparison = await gh.compare(req.owner, req.repo, base_sha, head_sha)
-    messages = tuple(
-        str((c.get("commit") or {}).get("message", "")) for c in comparison.get("commits", [])
+    comparison = CommitComparison.model_validate(
+        await gh.compare(req.owner, req.repo, base_sha, head_sha)
     )
-    user = pull.get("user") or {}
     facts = PullFacts(
-        author_login=str(user.get("login", "")),
-        author_type=str(user.get("type", "User")),
-        body=pull.get("body"),
-        commit_messages=messages,
-        head_ref=str(pull["head"].get("ref", "")),
+        author_login=pull.user.login,
+        author_type=pull.user.type,
+        body=pull.body,
+        commit_messages=tuple(comparison.messages),
+        head_ref=pull.head.ref,
     )
     result = triage(changes, facts, config=tconfig, codeowners=rules, partial=partial)
+    return result, owners_file[0] if owners_file else None
 
-    current = [str(label.get("name")) for label in pull.get("labels", []) if label]
+
+async def _publish(
+    gh: TriageGitHub,
+    reporter: Reporter,
+    req: TriageRequest,
+    pull: PullRequest,
+    result: Triage,
+    config: RepoConfig,
+    tconfig: TriageConfig,
+    owners_path: str | None,
+) -> None:
+    """Labels, the sticky comment's triage section, the check run, and the ``triaged`` event."""
+    current = pull.label_names
     add, remove = label_changes(current, result, config, tconfig)
     await reporter.labels(add=add, remove=remove, current=current)
     await reporter.comment(TRIAGE_SECTION, render_section(result))
-    await _report_check_run(gh, reporter, req, head_sha, result)
-    await record(
+    await _report_check_run(gh, reporter, req, pull.head.sha, result)
+    await reporter.record(
         EventKind.TRIAGED,
-        sha=head_sha,
+        sha=pull.head.sha,
         action=req.action,
-        codeowners=owners_file[0] if owners_file else None,
+        codeowners=owners_path,
         triage=result.as_json(),
         markdown=render_triage_markdown(result),
     )
-
-    if result.agent.is_agent and config.agent_lane.enabled:
-        # The agent lane requests review itself, once the checks are green.
-        await advance_lane(
-            gh,
-            reporter,
-            pull=pull,
-            sha=head_sha,
-            config=config,
-            triage_json=result.as_json(),
-            app_slug=app_slug,
-        )
-    elif config.triage.request_reviewers and not pull.get("draft"):
-        # GitHub does not ask code owners to review drafts either; ready_for_review re-triages.
-        await _request_owners(gh, reporter, pull, result, head_sha)
-    return TriageResult("triaged", result)
 
 
 async def _report_check_run(
@@ -311,22 +341,15 @@ async def _report_check_run(
     repaired = last_event(events, EventKind.OUTCOME, sha=sha) is not None
     known = last_event(events, EventKind.CHECK_RUN, sha=sha)
     if repaired and known is not None:
-        existing = next(
-            (
-                run
-                for run in await gh.list_check_runs_for_ref(req.owner, req.repo, sha)
-                if int(run.get("id", 0)) == int(known.data["id"])
-            ),
-            None,
-        )
-        if existing is not None and existing.get("conclusion"):
-            output = existing.get("output") or {}
+        runs = parse_list(CheckRun, await gh.list_check_runs_for_ref(req.owner, req.repo, sha))
+        existing = next((run for run in runs if run.id == int(known.data["id"])), None)
+        if existing is not None and existing.conclusion:
             await reporter.check_run(
                 sha,
                 CheckRunOutput(
-                    title=str(output.get("title") or "Shepherd"),
-                    summary=str(output.get("summary") or ""),
-                    conclusion=str(existing["conclusion"]),
+                    title=existing.output.title or "Shepherd",
+                    summary=existing.output.summary or "",
+                    conclusion=existing.conclusion,
                     text=render_triage_markdown(t)[: CHECK_TEXT_LIMIT - 100],
                 ),
             )
@@ -335,7 +358,7 @@ async def _report_check_run(
 
 
 async def _request_owners(
-    gh: TriageGitHub, reporter: Reporter, pull: Mapping[str, Any], t: Triage, sha: str
+    gh: TriageGitHub, reporter: Reporter, pull: PullRequest, t: Triage, sha: str
 ) -> None:
     """Request review from the suggested code owners of a human PR, each at most once per PR
     (someone who already reviewed is not asked again because a push re-triaged the PR)."""

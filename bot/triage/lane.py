@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
 
+from bot.github.resources import CheckRun, JSONObject, PullRequest, parse_list
 from bot.kernel.errors import GitHubError
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget
 from bot.reporting.report import Reporter, ReportGitHub
 from bot.reporting.summary import CHECK_NAME
-from bot.store import EventSpec, PrEvent, Store
+from bot.store import PrEvent, Store
 from bot.store.episodes import EventKind, last_event
 from bot.triage.codeowners import split_reviewers
 
 log = logging.getLogger(__name__)
 
-JSONObject = dict[str, Any]
 STATUS_SECTION = "status"
 #: Conclusions that let a PR through (GitHub's own "passing" set for required checks).
 GREEN = frozenset({"success", "neutral", "skipped"})
@@ -65,60 +66,68 @@ def episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
     return events
 
 
-def latest_runs(runs: Sequence[Mapping[str, Any]], *, app_slug: str) -> list[Mapping[str, Any]]:
+def latest_runs(runs: Sequence[CheckRun], *, app_slug: str) -> list[CheckRun]:
     """Other apps' check runs, the newest per (app, name): a re-run adds a run with the same name
     and the old red one must not hold the PR back. Shepherd's own check is not CI."""
-    newest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    newest: dict[tuple[str, str], CheckRun] = {}
     for run in runs:
-        slug = str((run.get("app") or {}).get("slug") or "")
-        name = str(run.get("name") or "")
-        if slug == app_slug or name == CHECK_NAME:
+        slug = run.app_slug or ""
+        if slug == app_slug or run.name == CHECK_NAME:
             continue
-        key = (slug, name)
-        if key not in newest or int(run.get("id", 0)) > int(newest[key].get("id", 0)):
+        key = (slug, run.name)
+        if key not in newest or run.id > newest[key].id:
             newest[key] = run
     return list(newest.values())
 
 
-def checks_state(runs: Sequence[Mapping[str, Any]]) -> ChecksState:
+def checks_state(runs: Sequence[CheckRun]) -> ChecksState:
     """``none`` until some CI reports (right after a push nothing may be registered yet, and
     green-by-absence would ask reviewers too early), then ``running``, ``red`` or ``green``."""
     if not runs:
         return "none"
-    if any(run.get("status") != "completed" for run in runs):
+    if any(run.status != "completed" for run in runs):
         return "running"
-    if any(run.get("conclusion") not in GREEN for run in runs):
+    if any(run.conclusion not in GREEN for run in runs):
         return "red"
     return "green"
 
 
-def handoff_human(
-    pull: Mapping[str, Any], agent: Mapping[str, Any], config: RepoConfig
-) -> str | None:
+@dataclass(frozen=True)
+class LaneFacts:
+    """What the lane reads of a PR's triage (the ``triaged`` event's JSON, or the triage itself):
+    whether an agent wrote it, the human who launched the agent, the suggested reviewers."""
+
+    is_agent: bool = False
+    launched_by: str | None = None
+    reviewers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, triage_json: Mapping[str, object]) -> LaneFacts:
+        agent = triage_json.get("agent")
+        agent = agent if isinstance(agent, Mapping) else {}
+        reviewers = triage_json.get("reviewers")
+        launched_by = agent.get("launched_by")
+        return cls(
+            is_agent=bool(agent.get("is_agent")),
+            launched_by=str(launched_by) if launched_by else None,
+            reviewers=tuple(str(r) for r in reviewers) if isinstance(reviewers, list) else (),
+        )
+
+
+def handoff_human(pull: PullRequest, facts: LaneFacts, config: RepoConfig) -> str | None:
     """Who takes over an agent PR: a human assignee, else the human who launched the agent
     (the triage's ``launched_by``), else the configured fallback."""
-    for assignee in pull.get("assignees") or []:
-        login = str(assignee.get("login") or "")
-        if login and assignee.get("type") != "Bot" and not login.lower().endswith("[bot]"):
+    for assignee in pull.assignees:
+        login = assignee.login
+        if login and not assignee.is_bot and not login.lower().endswith("[bot]"):
             return login
-    launched_by = agent.get("launched_by")
-    if launched_by:
-        return str(launched_by)
-    return config.agent_lane.fallback_assignee
-
-
-async def _record(reporter: Reporter, kind: str, **data: Any) -> None:
-    await reporter.store.append_event(
-        EventSpec(
-            repo=reporter.full_name, pr=reporter.pr, kind=kind, data=data, job_id=reporter.job_id
-        )
-    )
+    return facts.launched_by or config.agent_lane.fallback_assignee
 
 
 async def request_reviewers(
     gh: LaneGitHub,
     reporter: Reporter,
-    pull: Mapping[str, Any],
+    pull: PullRequest,
     *,
     users: Sequence[str],
     teams: Sequence[str],
@@ -132,11 +141,9 @@ async def request_reviewers(
     then asked one at a time so one outsider does not block the others, and the refused ones are
     logged and recorded. Returns (users, teams) asked, including those already asked before.
     """
-    author = str((pull.get("user") or {}).get("login", "")).lower()
-    have_users = {
-        str(r.get("login", "")).lower() for r in pull.get("requested_reviewers") or [] if r
-    }
-    have_teams = {str(t.get("slug", "")).lower() for t in pull.get("requested_teams") or [] if t}
+    author = pull.user.login.lower()
+    have_users = {r.login.lower() for r in pull.requested_reviewers}
+    have_teams = {t.slug.lower() for t in pull.requested_teams}
     new_users = [u for u in dict.fromkeys(users) if u.lower() not in have_users | {author}]
     new_teams = [t for t in dict.fromkeys(teams) if t.lower() not in have_teams]
     asked_users = [u for u in users if u.lower() in have_users]
@@ -164,8 +171,7 @@ async def request_reviewers(
                     asked_teams.append(slug)
                 else:
                     refused.append(f"team:{slug}")
-    await _record(
-        reporter,
+    await reporter.record(
         EventKind.REVIEWERS_REQUESTED,
         sha=sha,
         reason=reason,
@@ -210,83 +216,64 @@ def _names(users: Sequence[str], teams: Sequence[str], owner: str) -> str:
     return ", ".join([f"`{u}`" for u in users] + [f"`{owner}/{t}`" for t in teams])
 
 
-def _failing(runs: Sequence[Mapping[str, Any]]) -> str:
-    names = [str(r.get("name")) for r in runs if r.get("conclusion") not in GREEN]
+def _failing(runs: Sequence[CheckRun]) -> str:
+    names = [r.name for r in runs if r.conclusion not in GREEN]
     shown = ", ".join(f"`{n[:80]}`" for n in names[:5])
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+@dataclass(frozen=True)
+class _Lane:
+    """One agent PR on the lane: where to write, what it is, and what triage found."""
+
+    gh: LaneGitHub
+    reporter: Reporter
+    pull: PullRequest
+    sha: str
+    config: RepoConfig
+    facts: LaneFacts
 
 
 async def advance_lane(
     gh: LaneGitHub,
     reporter: Reporter,
     *,
-    pull: Mapping[str, Any],
+    pull: PullRequest,
     sha: str,
     config: RepoConfig,
-    triage_json: Mapping[str, Any],
+    facts: LaneFacts,
     app_slug: str,
 ) -> str:
     """Move an agent PR along the lane; returns ``requested``, ``handoff``, ``waiting`` or
     ``noop``. Safe to call any number of times: every request is recorded and not repeated."""
-    agent = triage_json.get("agent") or {}
-    if not agent.get("is_agent") or not config.agent_lane.enabled:
+    lane = _Lane(gh, reporter, pull, sha, config, facts)
+    if not facts.is_agent or not config.agent_lane.enabled:
         return "noop"
     events = await reporter.events()
     episode = episode_events(events)
     done = last_event(episode, EventKind.REVIEWERS_REQUESTED, reason=LANE_REASON)
     if done is not None:
         return "noop"  # asked once this episode; a push by someone else starts a new one
-    if pull.get("draft"):
+    if pull.draft:
         await reporter.comment(
             STATUS_SECTION, "⏳ Agent PR in draft: review is requested once it is ready and green."
         )
         return "waiting"
-
-    runs = latest_runs(
-        await gh.list_check_runs_for_ref(reporter.owner, reporter.repo, sha), app_slug=app_slug
-    )
+    listed = await gh.list_check_runs_for_ref(reporter.owner, reporter.repo, sha)
+    runs = latest_runs(parse_list(CheckRun, listed), app_slug=app_slug)
     state = checks_state(runs)
     if state == "green":
-        count = f"{len(runs)} check{'s' if len(runs) != 1 else ''}"
-        suggested = [str(r) for r in triage_json.get("reviewers") or []]
-        if not config.triage.request_reviewers:
-            # The repository asked for suggestions only; say the PR is ready, once.
-            await _record(
-                reporter, EventKind.REVIEWERS_REQUESTED, sha=sha, reason=LANE_REASON, reviewers=[]
-            )
-            hint = f" Suggested reviewers: {', '.join(suggested)}." if suggested else ""
-            await reporter.comment(
-                STATUS_SECTION, f"✅ All {count} passed: ready for human review.{hint}"
-            )
-            return "requested"
-        users, teams = split_reviewers(suggested)
-        launcher = agent.get("launched_by")
-        if not users and not teams and launcher:
-            users = [str(launcher)]  # no code owner: the person who launched the agent reviews
-        asked_users, asked_teams = await request_reviewers(
-            gh, reporter, pull, users=users, teams=teams, sha=sha, reason=LANE_REASON
-        )
-        if asked_users or asked_teams:
-            text = (
-                f"✅ All {count} passed: review requested from "
-                f"{_names(asked_users, asked_teams, reporter.owner)}. The triage is below."
-            )
-        else:
-            text = f"✅ All {count} passed. No code owner to ask: please request a review."
-        await reporter.comment(STATUS_SECTION, text)
-        return "requested"
-
+        return await _green(lane, runs)
     if state == "red":
         outcome = last_event(events, EventKind.OUTCOME, sha=sha)
         if outcome is not None and outcome.data.get("outcome") == "handoff":
-            return await _hand_off(gh, reporter, pull, sha=sha, agent=agent, config=config)
+            return await _hand_off(lane)
         await reporter.comment(
             STATUS_SECTION,
             f"❌ Failing: {_failing(runs)}. Review is held until the checks pass.",
         )
         return "waiting"
-
-    pending = sum(1 for r in runs if r.get("status") != "completed")
+    pending = sum(1 for r in runs if r.status != "completed")
     text = (
         f"⏳ Waiting for {pending} running check{'s' if pending != 1 else ''} before "
         "requesting review."
@@ -297,15 +284,40 @@ async def advance_lane(
     return "waiting"
 
 
-async def _hand_off(
-    gh: LaneGitHub,
-    reporter: Reporter,
-    pull: Mapping[str, Any],
-    *,
-    sha: str,
-    agent: Mapping[str, Any],
-    config: RepoConfig,
-) -> str:
+async def _green(lane: _Lane, runs: Sequence[CheckRun]) -> str:
+    """Every check passed: ask the code owners (or the agent's launcher) to review, once."""
+    reporter, sha = lane.reporter, lane.sha
+    count = f"{len(runs)} check{'s' if len(runs) != 1 else ''}"
+    suggested = list(lane.facts.reviewers)
+    if not lane.config.triage.request_reviewers:
+        # The repository asked for suggestions only; say the PR is ready, once.
+        await reporter.record(
+            EventKind.REVIEWERS_REQUESTED, sha=sha, reason=LANE_REASON, reviewers=[]
+        )
+        hint = f" Suggested reviewers: {', '.join(suggested)}." if suggested else ""
+        await reporter.comment(
+            STATUS_SECTION, f"✅ All {count} passed: ready for human review.{hint}"
+        )
+        return "requested"
+    users, teams = split_reviewers(suggested)
+    launcher = lane.facts.launched_by
+    if not users and not teams and launcher:
+        users = [launcher]  # no code owner: the person who launched the agent reviews
+    asked_users, asked_teams = await request_reviewers(
+        lane.gh, reporter, lane.pull, users=users, teams=teams, sha=sha, reason=LANE_REASON
+    )
+    if asked_users or asked_teams:
+        text = (
+            f"✅ All {count} passed: review requested from "
+            f"{_names(asked_users, asked_teams, reporter.owner)}. The triage is below."
+        )
+    else:
+        text = f"✅ All {count} passed. No code owner to ask: please request a review."
+    await reporter.comment(STATUS_SECTION, text)
+    return "requested"
+
+
+async def _hand_off(lane: _Lane) -> str:
     """Shepherd gave up on this head: call in the human behind the agent.
 
     The issue asks to *assign* that person, but ``issues/add-assignees`` is not among the
@@ -313,22 +325,23 @@ async def _hand_off(
     status line notifies them just as well, and a review request puts the PR in their queue;
     both stay within the subset.
     """
+    reporter, sha = lane.reporter, lane.sha
     episode = episode_events(await reporter.events())
     if last_event(episode, EventKind.REVIEWERS_REQUESTED, reason=HANDOFF_REASON, sha=sha):
         return "noop"
-    human = handoff_human(pull, agent, config)
+    human = handoff_human(lane.pull, lane.facts, lane.config)
     if human is None:
         await reporter.comment(
             STATUS_SECTION,
             "🙋 Shepherd could not fix this agent PR and no human is named for it "
             "(no human assignee or co-author; `agent_lane.fallback_assignee` is unset).",
         )
-        await _record(
-            reporter, EventKind.REVIEWERS_REQUESTED, sha=sha, reason=HANDOFF_REASON, reviewers=[]
+        await reporter.record(
+            EventKind.REVIEWERS_REQUESTED, sha=sha, reason=HANDOFF_REASON, reviewers=[]
         )
         return "handoff"
     await request_reviewers(
-        gh, reporter, pull, users=[human], teams=[], sha=sha, reason=HANDOFF_REASON
+        lane.gh, reporter, lane.pull, users=[human], teams=[], sha=sha, reason=HANDOFF_REASON
     )
     await reporter.comment(
         STATUS_SECTION,
@@ -347,11 +360,11 @@ async def run_agent_lane(
     known_fixers: Sequence[str],
 ) -> str:
     """The ``agent_lane`` job: a check suite of the head completed; see whether the lane moves."""
-    pull = await gh.get_pull(req.owner, req.repo, req.pr)
-    if pull.get("state") != "open" or str(pull["head"]["sha"]) != req.sha:
+    pull = PullRequest.model_validate(await gh.get_pull(req.owner, req.repo, req.pr))
+    if not pull.is_open or pull.head.sha != req.sha:
         return "noop"  # closed, or a newer head has its own checks and its own lane job
     loaded = load_config(
-        await gh.get_content(req.owner, req.repo, CONFIG_PATH, str(pull["base"]["sha"])),
+        await gh.get_content(req.owner, req.repo, CONFIG_PATH, pull.base.sha),
         known_fixers=known_fixers,
     )
     if not loaded.ok:
@@ -373,6 +386,6 @@ async def run_agent_lane(
         pull=pull,
         sha=req.sha,
         config=loaded.config,
-        triage_json=triaged.data.get("triage") or {},
+        facts=LaneFacts.from_json(triaged.data.get("triage") or {}),
         app_slug=app_slug,
     )

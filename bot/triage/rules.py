@@ -11,11 +11,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from unidiff.errors import UnidiffParseError
-from unidiff.patch import PatchSet
+from unidiff.patch import PatchedFile, PatchSet
 
+from bot.github.resources import JSONObject, PullFile
 from bot.kernel.errors import ConfigError
 from bot.triage.codeowners import Rule, compile_glob, compile_globs, suggest_reviewers
 
@@ -312,7 +313,9 @@ def _section_path(section: str) -> str:
     return first[:200]
 
 
-def _from_patched_file(patched: Any, section: str, generated: GeneratedMatcher) -> FileChange:
+def _from_patched_file(
+    patched: PatchedFile, section: str, generated: GeneratedMatcher
+) -> FileChange:
     source = _strip_prefix(patched.source_file)
     target = _strip_prefix(patched.target_file)
     binary = bool(patched.is_binary_file) or any(marker in section for marker in _BINARY_MARKERS)
@@ -342,9 +345,7 @@ def _from_patched_file(patched: Any, section: str, generated: GeneratedMatcher) 
     )
 
 
-def files_from_api(
-    files: Sequence[Mapping[str, Any]], *, generated: GeneratedMatcher
-) -> list[FileChange]:
+def files_from_api(files: Sequence[PullFile], *, generated: GeneratedMatcher) -> list[FileChange]:
     """The same facts from ``GET /repos/{owner}/{repo}/pulls/{n}/files`` entries (all pages).
 
     The API has no binary flag: a file whose ``patch`` is absent and which has no line changes
@@ -353,27 +354,22 @@ def files_from_api(
     """
     result: list[FileChange] = []
     for entry in files:
-        path = str(entry["filename"])
-        additions = int(entry.get("additions") or 0)
-        deletions = int(entry.get("deletions") or 0)
-        raw_status = str(entry.get("status") or "modified")
-        status = cast(FileStatus, raw_status if raw_status in _API_STATUSES else "modified")
-        previous = entry.get("previous_filename")
+        status = cast(FileStatus, entry.status if entry.status in _API_STATUSES else "modified")
         binary = (
-            "patch" not in entry
-            and additions == 0
-            and deletions == 0
+            entry.patch is None
+            and entry.additions == 0
+            and entry.deletions == 0
             and status in ("added", "removed", "modified")
         )
         result.append(
             FileChange(
-                path=path,
-                previous_path=str(previous) if previous else None,
-                additions=additions,
-                deletions=deletions,
+                path=entry.filename,
+                previous_path=entry.previous_filename or None,
+                additions=entry.additions,
+                deletions=entry.deletions,
                 status=status,
                 binary=binary,
-                generated=generated.is_generated(path),
+                generated=generated.is_generated(entry.filename),
             )
         )
     return result
@@ -399,13 +395,6 @@ def size_label(changed_lines: int, thresholds: Sequence[int] = DEFAULT_SIZE_THRE
         if changed_lines < threshold:
             return label
     return SIZE_LABELS[-1]
-
-
-def relabel_size(current: Iterable[str], new: str) -> tuple[set[str], str | None]:
-    """(size labels to remove, label to add or None if already present): one size label stays."""
-    current_set = set(current)
-    to_remove = {label for label in current_set if label.startswith("size/") and label != new}
-    return to_remove, (None if new in current_set else new)
 
 
 def relabel(
@@ -852,7 +841,34 @@ def detect_agent(
     configured = {c.lower() for c in configured_logins}
     evidence: list[str] = []
     candidates: list[str] = []  # agent names, strongest signal first
+    known = _author_signals(login, shepherd_login, configured, candidates, evidence)
+    human_coauthors = _commit_signals(commit_messages, candidates, evidence)
+    _text_signals(body, head_ref, candidates, evidence)
 
+    if lowered in DEPENDENCY_BOTS and not candidates:
+        return AgentVerdict(
+            False, None, (f"author {_code(login)} is a dependency bot",), None, "dependency-bot"
+        )
+    if candidates:
+        if not is_bot_account and known is None and lowered not in configured:
+            launched_by: str | None = login  # a human opened the PR the agent helped write
+        else:
+            launched_by = human_coauthors[0] if human_coauthors else None
+        return AgentVerdict(True, candidates[0], tuple(evidence), launched_by, "agent")
+    if is_bot_account:
+        return AgentVerdict(False, None, (f"author {_code(login)} is a bot account",), None, "bot")
+    return AgentVerdict(False, None, (), None, "human")
+
+
+def _author_signals(
+    login: str,
+    shepherd_login: str,
+    configured: set[str],
+    candidates: list[str],
+    evidence: list[str],
+) -> KnownAgent | None:
+    """The author's login: Shepherd, a known agent, a configured one. Returns the known agent."""
+    lowered = login.lower()
     if lowered == shepherd_login.lower():
         candidates.append(SHEPHERD_AGENT)
         evidence.append(f"author is Shepherd ({_code(login)})")
@@ -863,7 +879,14 @@ def detect_agent(
     if lowered in configured:
         candidates.append(CONFIGURED_AGENT if known is None else known.name)
         evidence.append(f"author {_code(login)} is listed as an agent in the config")
+    return known
 
+
+def _commit_signals(
+    commit_messages: Sequence[str], candidates: list[str], evidence: list[str]
+) -> list[str]:
+    """Agent ``Co-authored-by`` trailers and Shepherd-only commits. Returns the human
+    co-authors with a GitHub noreply address (who may have launched the agent)."""
     human_coauthors: list[str] = []
     shepherd_commits = 0
     for message in commit_messages:
@@ -886,7 +909,13 @@ def detect_agent(
     if commit_messages and shepherd_commits == len(commit_messages):
         _add(candidates, SHEPHERD_AGENT)
         evidence.append(f"every commit carries a {_code(SHEPHERD_TRAILER)} trailer")
+    return human_coauthors
 
+
+def _text_signals(
+    body: str | None, head_ref: str | None, candidates: list[str], evidence: list[str]
+) -> None:
+    """Known agents' markers in the PR body and prefixes of the head branch."""
     if body:
         for agent_def in KNOWN_AGENTS:
             for marker in agent_def.body_markers:
@@ -898,20 +927,6 @@ def detect_agent(
             if head_ref.startswith(agent_def.branch_prefixes):
                 _add(candidates, agent_def.name)
                 _add(evidence, f"branch {_code(head_ref)}")
-
-    if lowered in DEPENDENCY_BOTS and not candidates:
-        return AgentVerdict(
-            False, None, (f"author {_code(login)} is a dependency bot",), None, "dependency-bot"
-        )
-    if candidates:
-        if not is_bot_account and known is None and lowered not in configured:
-            launched_by: str | None = login  # a human opened the PR the agent helped write
-        else:
-            launched_by = human_coauthors[0] if human_coauthors else None
-        return AgentVerdict(True, candidates[0], tuple(evidence), launched_by, "agent")
-    if is_bot_account:
-        return AgentVerdict(False, None, (f"author {_code(login)} is a bot account",), None, "bot")
-    return AgentVerdict(False, None, (), None, "human")
 
 
 def _add(items: list[str], item: str) -> None:
@@ -992,7 +1007,7 @@ class Triage:
             labels.append(self.agent_label)
         return tuple(dict.fromkeys(labels))
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JSONObject:
         """The triage part of the JSON outcome (per-file details left out; paths capped)."""
         return {
             "files": self.files,
