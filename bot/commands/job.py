@@ -24,6 +24,7 @@ from bot.commands.parse import button_action, render_help, spec_for
 from bot.commands.spec import COMMAND_PREFIX, CommandSpec, CommandVerb, TriageDone, VerbResult
 from bot.commands.verbs import VERBS
 from bot.github.webhooks import FAILED_CONCLUSIONS
+from bot.kernel import JSONObject
 from bot.kernel.errors import ShepherdError
 from bot.kernel.problems import NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
@@ -37,7 +38,6 @@ from bot.triage.job import TriageGitHub, TriageRequest, run_triage
 
 log = logging.getLogger(__name__)
 
-JSONObject = dict[str, Any]
 
 #: ``permission`` values of ``repos/get-collaborator-permission-level``. ``maintain`` and
 #: ``triage`` show up as ``write``/``read`` there (the exact role is ``role_name``); both spellings

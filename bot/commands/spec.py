@@ -7,12 +7,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from bot.kernel import JSONObject
 from bot.kernel.problems import Outcome
 from bot.store import PrEvent
 
 COMMAND_PREFIX = "/shepherd"
-
-JSONObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,12 @@ https://docs.github.com/en/rest
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.github.webhooks import Label, User
+from bot.kernel import JSONObject
 
 __all__ = [
     "ActionsJob",
@@ -39,9 +40,6 @@ __all__ = [
     "User",
     "parse_list",
 ]
-
-#: A JSON object as the client returns it, before it is parsed into one of the models below.
-JSONObject = dict[str, Any]
 
 
 class _Resource(BaseModel):

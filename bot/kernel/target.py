@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.kernel import JSONObject
 
+#: The commit trailer naming the job that made a commit (``Shepherd-Job: owner/repo#pr/job``):
+#: the loop guard and agent detection read it.
+JOB_TRAILER = "Shepherd-Job"
+
 
 class JobRequest(BaseModel):
     """Base of every job request."""

@@ -48,7 +48,7 @@ from bot.jobenv.workflow import WorkflowJob
 from bot.kernel.errors import GitHubError, PushRejected, SandboxUnavailable, WorkspaceError
 from bot.kernel.problems import Budget, Category, NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
-from bot.kernel.target import RepoTarget
+from bot.kernel.target import JOB_TRAILER, RepoTarget
 from bot.llm.agent import AgentFixResult, PRContext
 from bot.llm.agent import commit_message as agent_commit_message
 from bot.repair.blueprint import (
@@ -84,7 +84,6 @@ from fixers.command import repo_fixers
 
 log = logging.getLogger(__name__)
 
-TRAILER = "Shepherd-Job"
 #: Suggestions are posted as review comments only for small patches; larger ones go in the
 #: summary as a diff with the command to apply it.
 MAX_SUGGESTION_LINES = 80
@@ -285,7 +284,7 @@ def _commit_message(
         message = config.autofix.render_commit_message(
             fixers=fixers, head_sha=req.sha, pr=req.pr or 0
         )
-    trailers = [(TRAILER, f"{req.full_name}#{req.pr}/{req.job_id}")]
+    trailers = [(JOB_TRAILER, f"{req.full_name}#{req.pr}/{req.job_id}")]
     if config.autofix.signoff:
         trailers.append(
             ("Signed-off-by", f"{app_slug}[bot] <{app_slug}[bot]@users.noreply.github.com>")
@@ -378,7 +377,7 @@ async def _run_on_head(
         await gh.compare(req.owner, req.repo, pull.base.sha, req.sha)
     )
     messages = comparison.messages
-    head_has_trailer = bool(messages) and f"\n{TRAILER}:" in messages[-1]
+    head_has_trailer = bool(messages) and f"\n{JOB_TRAILER}:" in messages[-1]
     state = budget_state(events, req.sha, head_has_trailer=head_has_trailer)
     verdict = detect_agent(
         author_login=pull.user.login,

@@ -58,8 +58,8 @@ class BudgetState:
         )
 
 
-def _episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
-    """Events since the last push by someone other than the bot."""
+def episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
+    """Events since the last push by someone other than the bot (DESIGN.md: an episode)."""
     for index in range(len(events) - 1, -1, -1):
         if events[index].kind == EventKind.PUSH:
             return events[index:]
@@ -91,7 +91,7 @@ def budget_state(
     ours = head_has_trailer or any(
         e.kind == EventKind.PUSHED and e.data.get("new_sha") == head_sha for e in events
     )
-    episode = _episode_events(events)
+    episode = episode_events(events)
     return BudgetState(
         ci_round=2 if ours else 1,
         head_is_ours=ours,

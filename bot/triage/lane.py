@@ -21,8 +21,8 @@ from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget
 from bot.reporting.report import Reporter, ReportGitHub
 from bot.reporting.summary import CHECK_NAME
-from bot.store import PrEvent, Store
-from bot.store.episodes import EventKind, last_event
+from bot.store import Store
+from bot.store.episodes import EventKind, episode_events, last_event
 from bot.triage.codeowners import split_reviewers
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,6 @@ class LaneRequest(RepoTarget):
 
     pr: int
     sha: str
-
-
-def episode_events(events: Sequence[PrEvent]) -> Sequence[PrEvent]:
-    """Events since the last push by someone other than the bot (DESIGN.md: an episode)."""
-    for index in range(len(events) - 1, -1, -1):
-        if events[index].kind == EventKind.PUSH:
-            return events[index:]
-    return events
 
 
 def latest_runs(runs: Sequence[CheckRun], *, app_slug: str) -> list[CheckRun]:

@@ -18,6 +18,7 @@ from unidiff.patch import PatchedFile, PatchSet
 
 from bot.github.resources import JSONObject, PullFile
 from bot.kernel.errors import ConfigError
+from bot.kernel.target import JOB_TRAILER
 from bot.triage.codeowners import Rule, compile_glob, compile_globs, suggest_reviewers
 
 # --------------------------------------------------------------------------------------------
@@ -789,7 +790,6 @@ DEPENDENCY_BOTS = frozenset(
 #: Bots that co-author commits as plumbing, not as authors (merge-queue, formatting workflows).
 _PLUMBING_BOTS = frozenset(("github-actions[bot]", "web-flow"))
 
-SHEPHERD_TRAILER = "Shepherd-Job"
 SHEPHERD_AGENT = "Shepherd"
 CONFIGURED_AGENT = "configured agent"
 
@@ -891,7 +891,7 @@ def _commit_signals(
     shepherd_commits = 0
     for message in commit_messages:
         trailers = parse_trailers(message)
-        if any(key.lower() == SHEPHERD_TRAILER.lower() for key, _ in trailers):
+        if any(key.lower() == JOB_TRAILER.lower() for key, _ in trailers):
             shepherd_commits += 1
         for key, value in trailers:
             if key.lower() != "co-authored-by":
@@ -908,7 +908,7 @@ def _commit_signals(
     # Shepherd commits is Shepherd's own.
     if commit_messages and shepherd_commits == len(commit_messages):
         _add(candidates, SHEPHERD_AGENT)
-        evidence.append(f"every commit carries a {_code(SHEPHERD_TRAILER)} trailer")
+        evidence.append(f"every commit carries a {_code(JOB_TRAILER)} trailer")
     return human_coauthors
 
 
