@@ -10,12 +10,14 @@ delivered successfully on any attempt is never asked for again.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError
+from bot.store import Store
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -89,8 +91,21 @@ class RedeliveryReport:
         return "\n".join(lines)
 
 
+class DeliveryLog(Protocol):
+    """The App's webhook delivery log on GitHub (``bot.github.client.GitHubApp``)."""
+
+    def iter_hook_deliveries(self) -> AsyncIterator[JSONObject]: ...
+
+    async def redeliver_hook_delivery(self, delivery_id: int) -> None: ...
+
+
 async def redeliver(
-    client: Any, store: Any, *, window: timedelta, dry_run: bool, now: datetime | None = None
+    client: DeliveryLog,
+    store: Store,
+    *,
+    window: timedelta,
+    dry_run: bool,
+    now: datetime | None = None,
 ) -> RedeliveryReport:
     """List the log back to ``now - window``, pick, and ask GitHub to redeliver."""
     since = (now or datetime.now(UTC)) - window

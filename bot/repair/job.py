@@ -68,7 +68,7 @@ from bot.reporting.report import Reporter, ReportGitHub
 from bot.reporting.suggestions import suggestions
 from bot.reporting.summary import Button, render_check_run, render_outcome_markdown
 from bot.sandbox import Runner
-from bot.store import PrEvent
+from bot.store import PrEvent, Store
 from bot.store.episodes import (
     BudgetState,
     EventKind,
@@ -115,7 +115,7 @@ class RepairGitHub(ReportGitHub, Protocol):
         message: str,
         tree: str,
         parents: Sequence[str],
-        author: Any = ...,
+        author: Mapping[str, str] | None = ...,
     ) -> JSONObject: ...
     async def update_ref(
         self, owner: str, repo: str, ref: str, sha: str, *, force: bool = ...
@@ -315,7 +315,7 @@ async def run_repair(
     req: RepairRequest,
     *,
     env: RepairEnv,
-    store: Any,
+    store: Store,
     token: str | None,
 ) -> Outcome:
     pull = await open_pull(gh, req)
