@@ -15,7 +15,7 @@ from bot.triage.codeowners import parse_codeowners
 from bot.triage.rules import (
     AGENT_LABEL,
     SIZE_LABELS,
-    FileChange,
+    ChangedFile,
     GeneratedMatcher,
     PullFacts,
     Triage,
@@ -100,10 +100,10 @@ def api_files(repo: Path) -> list[PullFile]:
     return parse_list(PullFile, entries)
 
 
-def change(path: str, add: int = 1, delete: int = 0, **kw: Any) -> FileChange:
+def change(path: str, add: int = 1, delete: int = 0, **kw: Any) -> ChangedFile:
     kw.setdefault("status", "modified")
     kw.setdefault("previous_path", None)
-    return FileChange(path=path, additions=add, deletions=delete, **kw)
+    return ChangedFile(path=path, additions=add, deletions=delete, **kw)
 
 
 # ---------------------------------------------------------------------------- size
@@ -257,7 +257,7 @@ def test_diff_facts_renames_binary_new_deleted_mode(tmp_path: Path) -> None:
         facts = diff_facts(diff, generated=GeneratedMatcher())
         assert not facts.partial
         by_path = {f.path: f for f in facts.files}
-        assert by_path["new_name.py"] == FileChange(
+        assert by_path["new_name.py"] == ChangedFile(
             "new_name.py", "old_name.py", 1, 0, "renamed", binary=False, generated=False
         )
         assert by_path["pure_new.txt"].status == "renamed"
@@ -336,7 +336,7 @@ def test_area_labels() -> None:
     assert area_labels(["lib/src/api/x.py"], rules) == []
 
 
-RISK_CASES: list[tuple[list[FileChange], set[str]]] = [
+RISK_CASES: list[tuple[list[ChangedFile], set[str]]] = [
     ([change(".github/workflows/ci.yml"), change("tests/test_a.py")], {"ci-config"}),
     ([change(".gitlab-ci.yml")], {"ci-config"}),
     ([change(".pre-commit-config.yaml")], {"ci-config"}),
@@ -364,7 +364,7 @@ RISK_CASES: list[tuple[list[FileChange], set[str]]] = [
 
 
 @pytest.mark.parametrize(("changes", "codes"), RISK_CASES)
-def test_risk_flags(changes: list[FileChange], codes: set[str]) -> None:
+def test_risk_flags(changes: list[ChangedFile], codes: set[str]) -> None:
     flags = risk_flags(changes)
     assert {f.code for f in flags} == codes
     for flag in flags:

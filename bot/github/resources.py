@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.github.webhooks import Label, User
+from bot.github.webhooks import CheckRunOutput, Label, User
 from bot.kernel import JSONObject
 
 __all__ = [
@@ -151,14 +151,6 @@ class CheckRunApp(_Resource):
     """The App owning a check run."""
 
     slug: str | None = Field(default=None, description="App slug, e.g. ``github-actions``.")
-
-
-class CheckRunOutput(_Resource):
-    """A check run's visible output."""
-
-    title: str | None = Field(default=None, description="Output title.")
-    summary: str | None = Field(default=None, description="Output summary (markdown).")
-    text: str | None = Field(default=None, description="Output details (markdown).")
 
 
 class CheckRun(_Resource):

@@ -417,6 +417,7 @@ class CheckRunOutput(_Model):
 
     title: str | None = Field(default=None, description="Output title.")
     summary: str | None = Field(default=None, description="Output summary (markdown).")
+    text: str | None = Field(default=None, description="Output details (markdown).")
 
 
 class CheckSuiteRef(_Model):

@@ -35,7 +35,7 @@ from bot.triage.codeowners import CODEOWNERS_LOCATIONS, Rule, parse_codeowners, 
 from bot.triage.lane import LaneFacts, LaneGitHub, advance_lane, request_reviewers
 from bot.triage.rules import (
     DEFAULT_RISK_LABELS,
-    FileChange,
+    ChangedFile,
     GeneratedMatcher,
     PullFacts,
     Triage,
@@ -156,7 +156,7 @@ def check_output(t: Triage) -> CheckRunOutput:
 
 async def fetch_changes(
     gh: TriageGitHub, req: TriageRequest, pull: PullRequest, matcher: GeneratedMatcher
-) -> tuple[list[FileChange], bool]:
+) -> tuple[list[ChangedFile], bool]:
     """The PR's file changes and whether they are incomplete.
 
     The diff is one request; the files API is one request per 100 files, so the diff comes first.

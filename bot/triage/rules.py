@@ -31,7 +31,7 @@ _API_STATUSES: frozenset[str] = frozenset(
 
 
 @dataclass(frozen=True)
-class FileChange:
+class ChangedFile:
     """What one file of a PR changed.
 
     ``status`` uses the files API's vocabulary (``changed``: mode or type change only);
@@ -60,7 +60,7 @@ class DiffFacts:
     should fall back to the files API (:func:`files_from_api`) for exact numbers.
     """
 
-    files: tuple[FileChange, ...]
+    files: tuple[ChangedFile, ...]
     unparsed: tuple[str, ...] = ()
 
     @property
@@ -280,7 +280,7 @@ def diff_facts(diff_text: str, *, generated: GeneratedMatcher) -> DiffFacts:
     new and deleted files and mode-only changes. Each ``diff --git`` section is parsed on its
     own so that one malformed or truncated section costs only itself (see :class:`DiffFacts`).
     """
-    files: list[FileChange] = []
+    files: list[ChangedFile] = []
     unparsed: list[str] = []
     starts = [m.start() for m in _DIFF_HEADER.finditer(diff_text)]
     if not starts:
@@ -316,7 +316,7 @@ def _section_path(section: str) -> str:
 
 def _from_patched_file(
     patched: PatchedFile, section: str, generated: GeneratedMatcher
-) -> FileChange:
+) -> ChangedFile:
     source = _strip_prefix(patched.source_file)
     target = _strip_prefix(patched.target_file)
     binary = bool(patched.is_binary_file) or any(marker in section for marker in _BINARY_MARKERS)
@@ -335,7 +335,7 @@ def _from_patched_file(
         path, previous = target or unquote_git_path(patched.path), None
         has_content = binary or additions or deletions or len(patched) > 0
         status = "modified" if has_content else "changed"
-    return FileChange(
+    return ChangedFile(
         path=path,
         previous_path=previous,
         additions=additions,
@@ -346,14 +346,14 @@ def _from_patched_file(
     )
 
 
-def files_from_api(files: Sequence[PullFile], *, generated: GeneratedMatcher) -> list[FileChange]:
+def files_from_api(files: Sequence[PullFile], *, generated: GeneratedMatcher) -> list[ChangedFile]:
     """The same facts from ``GET /repos/{owner}/{repo}/pulls/{n}/files`` entries (all pages).
 
     The API has no binary flag: a file whose ``patch`` is absent and which has no line changes
     while its content changed (added, removed, modified) is taken as binary. An empty new file
     looks the same and is reported binary too; it has no lines, so the size is unaffected.
     """
-    result: list[FileChange] = []
+    result: list[ChangedFile] = []
     for entry in files:
         status = cast(FileStatus, entry.status if entry.status in _API_STATUSES else "modified")
         binary = (
@@ -363,7 +363,7 @@ def files_from_api(files: Sequence[PullFile], *, generated: GeneratedMatcher) ->
             and status in ("added", "removed", "modified")
         )
         result.append(
-            FileChange(
+            ChangedFile(
                 path=entry.filename,
                 previous_path=entry.previous_filename or None,
                 additions=entry.additions,
@@ -589,7 +589,7 @@ _MIGRATION_REGEX = _compiled(MIGRATION_GLOBS)
 
 
 def risk_flags(
-    changes: Sequence[FileChange],
+    changes: Sequence[ChangedFile],
     *,
     security_paths: Sequence[str] = (),
     large_deletion_lines: int = 500,
@@ -995,7 +995,7 @@ class Triage:
     agent: AgentVerdict
     reviewers: tuple[str, ...]
     policy_findings: tuple[str, ...] = ()
-    changes: tuple[FileChange, ...] = ()
+    changes: tuple[ChangedFile, ...] = ()
     partial: bool = False
     agent_label: str = AGENT_LABEL
 
@@ -1052,7 +1052,7 @@ def managed_labels(config: TriageConfig) -> frozenset[str]:
 
 
 def triage(
-    changes: Sequence[FileChange],
+    changes: Sequence[ChangedFile],
     pull: PullFacts,
     *,
     config: TriageConfig | None = None,
