@@ -31,7 +31,7 @@ from bot.llm.agent import (
     PRContext,
     Workspace,
     build_context,
-    file_locations,
+    locations_in_checkout,
     system_blocks,
     tool_definitions,
 )
@@ -100,7 +100,7 @@ def measure(case_dir: Path) -> Row:
     log = distill(raw)
     repo = case_dir / "repo"
     workspace = Workspace(repo, runner=_NoRunner(), command=log.command)
-    locations = file_locations(log, WorktreeFiles(repo))
+    locations = locations_in_checkout(log, WorktreeFiles(repo))
     message = build_context(log, workspace, PRContext(), locations)
     message_tokens = estimate_tokens(json.dumps([{"role": "user", "content": message}]))
     prefix = prefix_tokens()

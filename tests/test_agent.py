@@ -29,7 +29,7 @@ from bot.llm.agent import (
     Workspace,
     build_context,
     commit_message,
-    file_locations,
+    locations_in_checkout,
     make_client,
     quote_data,
     system_blocks,
@@ -554,7 +554,7 @@ def test_tools_and_system_are_job_independent_constants() -> None:
 def test_file_locations_map_log_paths_into_the_repository(
     case: str, expected: list[tuple[str, int]]
 ) -> None:
-    locations = file_locations(scenario_log(case), WorktreeFiles(SCENARIOS / case / "repo"))
+    locations = locations_in_checkout(scenario_log(case), WorktreeFiles(SCENARIOS / case / "repo"))
     assert locations[: len(expected)] == expected
     assert all(not path.startswith("/") for path, _ in locations)
 
@@ -568,7 +568,7 @@ def test_context_includes_files_and_agent_instructions_quoted(
     (repo / "tests" / "AGENTS.md").write_text("Not on the path of any named file.\n")
     log = scenario_log("ag-mypy-optional")
     workspace = Workspace(repo, runner=runner, command=log.command)
-    locations = file_locations(log, WorktreeFiles(repo))
+    locations = locations_in_checkout(log, WorktreeFiles(repo))
 
     context = build_context(log, workspace, PRContext("Add manager lookups", "Body"), locations)
 

@@ -266,7 +266,7 @@ _PATH_LINE = re.compile(
 )
 
 
-def file_locations(log: DistilledLog, repo: RepoFiles) -> list[tuple[str, int]]:
+def locations_in_checkout(log: DistilledLog, repo: RepoFiles) -> list[tuple[str, int]]:
     """Repository-relative ``(path, line)`` pairs the failure names, in order of appearance.
 
     Runner paths (``/home/runner/work/r/r/src/x.py``) are mapped to the longest suffix that exists
@@ -781,7 +781,7 @@ class AgentFixer:
             check_timeout=self.budget.check_timeout_seconds,
         )
         repo = _WorkspaceFiles(workspace)
-        locations = file_locations(ctx.log, repo)
+        locations = locations_in_checkout(ctx.log, repo)
         session = _Session(self, workspace)
         first = build_context(ctx.log, workspace, self.pr, locations)
         before = await asyncio.to_thread(snapshot_tree, ctx.checkout)
