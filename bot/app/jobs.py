@@ -17,15 +17,19 @@ from bot.commands.job import CommandEnv, CommandRequest, run_commands
 from bot.commands.parse import check_run_button
 from bot.git.workspace import Workspaces, read_tree_files
 from bot.github.client import GitHubApp
+from bot.jobenv.environment import EnvironmentsFactory
 from bot.jobenv.prewarm import prewarm
 from bot.kernel.problems import Outcome, OutcomeKind
 from bot.kernel.settings import Settings
 from bot.kernel.target import ForgetReposRequest, JobRequest, PrewarmRequest, PruneRequest
+from bot.llm.factory import AgentFactory
 from bot.repair.job import RepairEnv, RepairGitHub, RepairRequest, find_pull, run_repair
-from bot.sandbox import Runner
+from bot.sandbox import Runner, make_runner
 from bot.store import EventSpec, Job, JobSpec, Store
 from bot.triage.job import TriageRequest, run_triage
 from bot.triage.lane import LaneRequest, run_agent_lane
+from fixers import FIXERS
+from fixers.tools import bundled_tool_dirs
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +62,6 @@ class JobDeps:
     @classmethod
     def build(cls, settings: Settings, store: Store, metrics: Metrics) -> JobDeps:
         """Build from settings. Called inside the running event loop (the worker's)."""
-        from bot.jobenv.environment import EnvironmentsFactory
-        from bot.llm.factory import AgentFactory
-        from bot.sandbox import make_runner
-        from fixers import FIXERS
-        from fixers.tools import bundled_tool_dirs
-
         workspaces = Workspaces(settings.data_dir / "workspaces")
 
         def runner_factory() -> Runner:

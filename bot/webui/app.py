@@ -177,6 +177,8 @@ def add_web_ui(
     setup_token: str | None = None,
 ) -> WebUI:
     """Mount the web UI on ``app`` (the server's application) and return its state."""
+    # The page modules import this one for WebUI and its helpers; they are loaded here, once
+    # mounting starts, rather than at import time.
     from bot.webui import setup, signin, status
 
     if settings.public_url is None:

@@ -15,7 +15,15 @@ from datetime import date, datetime, timedelta
 
 from bot.commands.explain import describe_plain, is_bookkeeping
 from bot.llm.pricing import TokenUsage, estimate_cost
-from bot.store import DeliveryState, DeliverySummary, OutcomeCount, PrActivity, PrEvent, StoreStats
+from bot.store import (
+    DeliveryState,
+    DeliverySummary,
+    JobState,
+    OutcomeCount,
+    PrActivity,
+    PrEvent,
+    StoreStats,
+)
 from bot.webui.chart import OUTCOME_ORDER, Chart, outcomes_per_day
 
 WINDOWS = (7, 30)
@@ -117,8 +125,6 @@ class StatusView:
 
 
 def queue_view(stats: StoreStats) -> QueueView:
-    from bot.store import JobState
-
     return QueueView(
         deliveries_pending=stats.deliveries_pending,
         jobs_queued=stats.jobs_queued,
