@@ -239,9 +239,8 @@ class InstallRunner:
         network: bool = False,
         binds: Sequence[Bind] = (),
     ) -> CommandResult:
-        extra = {"binds": binds} if binds else {}
         return await self.inner.run(
-            argv, cwd=cwd, writable=writable, env=env, timeout=timeout, network=True, **extra
+            argv, cwd=cwd, writable=writable, env=env, timeout=timeout, network=True, binds=binds
         )
 
 

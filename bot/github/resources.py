@@ -30,7 +30,6 @@ __all__ = [
     "CreatedCommit",
     "GitCommit",
     "GitRef",
-    "JSONObject",
     "Label",
     "PullFile",
     "PullRef",

@@ -31,7 +31,7 @@ import anthropic
 
 from bot.diagnosis.logs import DistilledLog
 from bot.git.workspace import Worktree, reset_to, snapshot_tree, tree_diff
-from bot.github.resources import JSONObject
+from bot.kernel import JSONObject
 from bot.kernel.errors import ShepherdError, UnsafeWorktree
 from bot.kernel.settings import DEFAULT_MODEL
 from bot.llm.guards import check_attempt

@@ -37,7 +37,6 @@ from bot.github.resources import (
     CommitComparison,
     CreatedCommit,
     GitRef,
-    JSONObject,
     PullFile,
     PullRequest,
     parse_list,
@@ -45,6 +44,7 @@ from bot.github.resources import (
 from bot.github.webhooks import ACTIONS_APP_SLUG, FAILED_CONCLUSIONS
 from bot.jobenv.environment import EnvironmentsFactory
 from bot.jobenv.workflow import WorkflowJob
+from bot.kernel import JSONObject
 from bot.kernel.errors import GitHubError, PushRejected, SandboxUnavailable, WorkspaceError
 from bot.kernel.problems import Budget, Category, NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from bot.github.resources import CheckRun, Comment, Created, JSONObject, parse_list
+from bot.github.resources import CheckRun, Comment, Created, parse_list
+from bot.kernel import JSONObject
 from bot.kernel.problems import NextAction, Outcome, OutcomeKind
 from bot.kernel.repoconfig import CONFIG_PATH, ConfigProblem
 from bot.reporting.summary import (

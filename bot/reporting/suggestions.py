@@ -12,7 +12,7 @@ from __future__ import annotations
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchSet
 
-from bot.github.resources import JSONObject
+from bot.kernel import JSONObject
 
 
 def _fence(text: str) -> str:

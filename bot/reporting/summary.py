@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.github.resources import JSONObject
+from bot.kernel import JSONObject
 from bot.kernel.problems import Category, NextAction, Outcome, OutcomeKind
 
 #: Hidden marker that identifies Shepherd's one sticky comment on a PR (bedevere's habit).

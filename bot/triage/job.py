@@ -16,14 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from bot.github.resources import (
-    CheckRun,
-    CommitComparison,
-    JSONObject,
-    PullFile,
-    PullRequest,
-    parse_list,
-)
+from bot.github.resources import CheckRun, CommitComparison, PullFile, PullRequest, parse_list
+from bot.kernel import JSONObject
 from bot.kernel.errors import GitHubError
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
-from bot.github.resources import CheckRun, JSONObject, PullRequest, parse_list
+from bot.github.resources import CheckRun, PullRequest, parse_list
+from bot.kernel import JSONObject
 from bot.kernel.errors import GitHubError
 from bot.kernel.repoconfig import CONFIG_PATH, RepoConfig, load_config
 from bot.kernel.target import RepoTarget

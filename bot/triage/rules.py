@@ -16,7 +16,8 @@ from typing import Literal, cast
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchedFile, PatchSet
 
-from bot.github.resources import JSONObject, PullFile
+from bot.github.resources import PullFile
+from bot.kernel import JSONObject
 from bot.kernel.errors import ConfigError
 from bot.kernel.target import JOB_TRAILER
 from bot.triage.codeowners import Rule, compile_glob, compile_globs, suggest_reviewers
